@@ -1,0 +1,21 @@
+# Empathy in language models: empathic similarity (Manzoor et al. 2024) and EmPO, end to end.
+# The config is validated in rules/common.smk before any job runs; each stage is a module.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/agreement.smk"
+include: "rules/similarity.smk"
+include: "rules/empo.smk"
+include: "rules/evaluation.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report/summary.md",
+    default_target: True

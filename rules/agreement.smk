@@ -1,0 +1,90 @@
+# Annotator agreement (paper 1): English vs Urdu, and the ceiling disagreement puts on models.
+
+
+def agreement_ratings(wildcards):
+    if wildcards.dataset == "urdu_stories":
+        return "results/data/urdu_stories/ratings.csv"
+    return f"results/data/agreement/{wildcards.dataset}/ratings.csv"
+
+
+def agreement_scale(name):
+    entry = config["agreement"]["datasets"].get(name, {})
+    return entry.get("scale", config["agreement"]["scale"])
+
+
+rule prepare_agreement_ratings:
+    input:
+        ratings=lambda wildcards: resolve_path(
+            config["agreement"]["datasets"][wildcards.dataset]["path"], REPO
+        ),
+    output:
+        ratings="results/data/agreement/{dataset}/ratings.csv",
+    params:
+        scale=lambda wildcards: agreement_scale(wildcards.dataset),
+        code=code_version("agreement"),
+    log:
+        "results/logs/agreement/{dataset}_ratings.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/prepare_agreement_ratings.py"
+
+
+rule agreement_analysis:
+    input:
+        ratings=agreement_ratings,
+    output:
+        json="results/agreement/{dataset}/agreement.json",
+        table="results/agreement/{dataset}/agreement.md",
+        plots=directory("results/agreement/{dataset}/plots"),
+    params:
+        settings=config["agreement"],
+        scale=lambda wildcards: agreement_scale(wildcards.dataset),
+        seed=SEED,
+        code=code_version("agreement", "plots"),
+    log:
+        "results/logs/agreement/{dataset}.log",
+    benchmark:
+        "results/benchmarks/agreement/{dataset}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/agreement_analysis.py"
+
+
+rule agreement_aggregate_scores:
+    input:
+        empathic_stories=rules.prepare_empathic_stories.output,
+        urdu_pairs=rules.prepare_urdu_stories.output.pairs,
+    output:
+        json="results/agreement/aggregate_scores.json",
+        table="results/agreement/aggregate_scores.md",
+        plots=directory("results/agreement/aggregate_plots"),
+    params:
+        settings=config["agreement"],
+        seed=SEED,
+        code=code_version("agreement", "plots"),
+    log:
+        "results/logs/agreement/aggregate_scores.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/agreement_aggregate_scores.py"
+
+
+rule agreement_cross_culture:
+    input:
+        expand("results/agreement/{dataset}/agreement.json", dataset=AGREEMENT_DATASETS),
+    output:
+        json="results/agreement/cross_culture.json",
+        table="results/agreement/cross_culture.md",
+        plot="results/agreement/cross_culture_alpha.png",
+    params:
+        datasets=AGREEMENT_DATASETS,
+        code=code_version("agreement", "plots"),
+    log:
+        "results/logs/agreement/cross_culture.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/agreement_cross_culture.py"

@@ -1,0 +1,150 @@
+# EmPO (paper 2): emotion-grounded preference pairs, SFT, then preference optimisation (LoRA).
+
+
+def emotion_mapping_source():
+    name = config["empo"]["pairs"]["emotion_mapping"]
+    if name == "plutchik":
+        return str(REPO / "resources" / "emotion_mappings" / "plutchik.csv")
+    if name == "valence":
+        return None
+    return resolve_path(name, REPO)
+
+
+rule empo_emotion_mapping:
+    input:
+        mapping=local_inputs(emotion_mapping_source()),
+        train="results/data/empathetic_dialogues/train.jsonl",
+        vad="results/data/lexicons/vad.csv",
+    output:
+        mapping="results/empo/emotion_mapping.csv",
+    params:
+        mapping=config["empo"]["pairs"]["emotion_mapping"],
+        code=code_version("preference"),
+    log:
+        "results/logs/empo/emotion_mapping.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/empo_emotion_mapping.py"
+
+
+rule empo_pairs:
+    input:
+        dialogues="results/data/empathetic_dialogues/{split}.jsonl",
+        mapping=rules.empo_emotion_mapping.output.mapping,
+        model=model_dir(config["empo"]["sft"]["model"]),
+    output:
+        pairs="results/empo/pairs/{split}.jsonl",
+        stats="results/empo/pairs/{split}_stats.json",
+    params:
+        settings=config["empo"]["pairs"],
+        system_prompt=config["empo"]["system_prompt"],
+        seed=SEED,
+        code=code_version("preference"),
+    log:
+        "results/logs/empo/pairs_{split}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/empo_pairs.py"
+
+
+rule empo_sft:
+    input:
+        train="results/data/empathetic_dialogues/train.jsonl",
+        valid="results/data/empathetic_dialogues/valid.jsonl",
+        model=model_dir(config["empo"]["sft"]["model"]),
+    output:
+        adapter=directory("results/empo/models/sft"),
+        curves="results/empo/curves/sft.csv",
+        plot=report(
+            "results/empo/curves/sft.png",
+            category="EmPO training",
+            caption="../report/training_curves.rst",
+        ),
+    params:
+        settings=config["empo"]["sft"],
+        pairs=config["empo"]["pairs"],
+        system_prompt=config["empo"]["system_prompt"],
+        checkpoints="results/checkpoints/empo/sft",
+        seed=SEED,
+        code=code_version("preference", "training", "plots"),
+    log:
+        "results/logs/empo/sft.log",
+    benchmark:
+        "results/benchmarks/empo/sft.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../workflow_scripts/empo_sft.py"
+
+
+rule empo_preference:
+    input:
+        train="results/empo/pairs/train.jsonl",
+        valid="results/empo/pairs/valid.jsonl",
+        model=model_dir(config["empo"]["sft"]["model"]),
+        sft=rules.empo_sft.output.adapter,
+    output:
+        adapter=directory("results/empo/models/{run}"),
+        curves="results/empo/curves/{run}.csv",
+        plot=report(
+            "results/empo/curves/{run}.png",
+            category="EmPO training",
+            caption="../report/training_curves.rst",
+        ),
+    params:
+        settings=lambda wildcards: config["empo"]["preference"]["runs"][wildcards.run],
+        checkpoints=lambda wildcards: f"results/checkpoints/empo/{wildcards.run}",
+        seed=SEED,
+        code=code_version("preference", "training", "plots"),
+    log:
+        "results/logs/empo/preference_{run}.log",
+    benchmark:
+        "results/benchmarks/empo/preference_{run}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    wildcard_constraints:
+        run="|".join(PREFERENCE_RUNS),
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../workflow_scripts/empo_preference.py"
+
+
+def empo_adapter(wildcards):
+    """The adapter a model name stands for: none for base, the SFT one, or a preference run's."""
+    if wildcards.model == "base":
+        return {}
+    return {"adapter": f"results/empo/models/{wildcards.model}"}
+
+
+rule empo_generate:
+    input:
+        unpack(empo_adapter),
+        test="results/data/empathetic_dialogues/test.jsonl",
+        model=model_dir(config["empo"]["sft"]["model"]),
+    output:
+        generations="results/empo/generations/{model}.jsonl",
+    params:
+        settings=config["empo"]["generation"],
+        system_prompt=config["empo"]["system_prompt"],
+        seed=SEED,
+        code=code_version("preference", "generation"),
+    log:
+        "results/logs/empo/generate_{model}.log",
+    benchmark:
+        "results/benchmarks/empo/generate_{model}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    wildcard_constraints:
+        model="|".join(EMPO_MODELS),
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../workflow_scripts/empo_generate.py"

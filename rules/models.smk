@@ -1,0 +1,18 @@
+# Models, prepared once: packaged ones converted, hub ones downloaded; all consumers then call
+# from_pretrained on results/models/NAME.
+
+
+rule prepare_model:
+    output:
+        directory("results/models/{model}"),
+    params:
+        settings=lambda wildcards: config["models"][wildcards.model],
+        code=code_version("models"),
+    log:
+        "results/logs/models/{model}.log",
+    benchmark:
+        "results/benchmarks/prepare_model/{model}.tsv"
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../workflow_scripts/prepare_model.py"

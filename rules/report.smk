@@ -1,0 +1,33 @@
+# One page of every result, with the plots; `snakemake --report report.html` adds the browsable one.
+
+
+rule report:
+    input:
+        agreement=expand("results/agreement/{dataset}/agreement.json", dataset=AGREEMENT_DATASETS),
+        aggregate="results/agreement/aggregate_scores.json",
+        cross_culture="results/agreement/cross_culture.json",
+        similarity=expand(
+            "results/similarity/{method}/{testset}/metrics.json",
+            method=SIMILARITY_METHODS,
+            testset=SIMILARITY_TEST_SETS,
+        ),
+        empo=expand("results/empo/eval/{model}/metrics.json", model=EMPO_MODELS),
+        significance="results/empo/eval/significance.json",
+        curves=expand("results/empo/curves/{model}.csv", model=["sft"] + PREFERENCE_RUNS),
+        pair_stats=expand("results/empo/pairs/{split}_stats.json", split=["train", "valid", "test"]),
+        epitome=expand("results/empo/epitome/{mechanism}_metrics.json", mechanism=["er", "ip", "ex"]),
+        splits=[
+            "results/data/empathic_stories/split_info.json",
+            "results/data/empathetic_dialogues/split_info.json",
+        ],
+    output:
+        summary="results/report/summary.md",
+    params:
+        config=config,
+        code=code_version("report", "plots"),
+    log:
+        "results/logs/report.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/report.py"

@@ -1,0 +1,110 @@
+# Empathic similarity (paper 1): zero-shot encoder, contrastive fine-tuning, LLM fine-tuning.
+
+
+def similarity_test_table(wildcards):
+    if wildcards.testset == "urdu_stories":
+        return "results/data/urdu_stories/pairs.csv"
+    return "results/data/empathic_stories/test.csv"
+
+
+def similarity_model_inputs(wildcards):
+    """What a method's predictions need besides the test table."""
+    method = wildcards.method
+    settings = config["similarity"]
+    if method == "zeroshot":
+        return {"model": model_dir(settings["zeroshot"]["encoder"])}
+    if method == "contrastive":
+        return {"model": "results/similarity/contrastive/model"}
+    if method == "llm_zeroshot":
+        return {"model": model_dir(settings["llm"]["model"])}
+    return {
+        "model": model_dir(settings["llm"]["model"]),
+        "adapter": "results/similarity/llm_sft/adapter",
+    }
+
+
+def similarity_settings(wildcards):
+    settings = config["similarity"]
+    section = {"zeroshot": "zeroshot", "contrastive": "contrastive"}.get(wildcards.method, "llm")
+    return {"text": settings["text"], **settings[section]}
+
+
+rule similarity_train_contrastive:
+    input:
+        train="results/data/empathic_stories/train.csv",
+        dev="results/data/empathic_stories/dev.csv",
+        encoder=lambda wildcards: model_dir(config["similarity"]["contrastive"]["encoder"]),
+    output:
+        model=directory("results/similarity/contrastive/model"),
+    params:
+        settings=config["similarity"]["contrastive"],
+        text=config["similarity"]["text"],
+        seed=SEED,
+        code=code_version("similarity"),
+    log:
+        "results/logs/similarity/train_contrastive.log",
+    benchmark:
+        "results/benchmarks/similarity/train_contrastive.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../workflow_scripts/similarity_train_contrastive.py"
+
+
+rule similarity_train_llm:
+    input:
+        train="results/data/empathic_stories/train.csv",
+        model=lambda wildcards: model_dir(config["similarity"]["llm"]["model"]),
+    output:
+        adapter=directory("results/similarity/llm_sft/adapter"),
+    params:
+        settings=config["similarity"]["llm"],
+        text=config["similarity"]["text"],
+        checkpoints="results/checkpoints/similarity/llm_sft",
+        seed=SEED,
+        code=code_version("similarity", "training"),
+    log:
+        "results/logs/similarity/train_llm.log",
+    benchmark:
+        "results/benchmarks/similarity/train_llm.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../workflow_scripts/similarity_train_llm.py"
+
+
+rule similarity_predict:
+    input:
+        unpack(similarity_model_inputs),
+        train="results/data/empathic_stories/train.csv",
+        test=similarity_test_table,
+    output:
+        predictions="results/similarity/{method}/{testset}/predictions.csv",
+        metrics="results/similarity/{method}/{testset}/metrics.json",
+        plot=report(
+            "results/similarity/{method}/{testset}/scatter.png",
+            category="Similarity",
+            caption="../report/similarity_scatter.rst",
+        ),
+    params:
+        settings=similarity_settings,
+        seed=SEED,
+        code=code_version("similarity", "metrics", "plots"),
+    log:
+        "results/logs/similarity/predict_{method}_{testset}.log",
+    benchmark:
+        "results/benchmarks/similarity/predict_{method}_{testset}.tsv"
+    threads: 2
+    wildcard_constraints:
+        method="zeroshot|contrastive|llm_zeroshot|llm_sft",
+        testset="empathic_stories_test|urdu_stories",
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../workflow_scripts/similarity_predict.py"

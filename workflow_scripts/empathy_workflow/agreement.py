@@ -1,0 +1,1 @@
+"""agreement: to be written."""

@@ -1,0 +1,112 @@
+"""Config validation: JSON schema first, then the checks a schema cannot express (files exist,
+names refer to things that are declared). Errors name the dotted key and the problem."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from jsonschema import Draft202012Validator
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def is_remote(source: str) -> bool:
+    return source.startswith(("http://", "https://", "hf:"))
+
+
+def resolve_path(path: str, base_dir: str | os.PathLike) -> str:
+    """Relative paths: the working directory first, then the repository root (base_dir)."""
+    if path is None or is_remote(path) or os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = Path(base_dir) / path
+    return str(candidate) if candidate.exists() else path
+
+
+def _dotted(parts: Iterable[Any]) -> str:
+    return ".".join(str(part) for part in parts) or "(top level)"
+
+
+def schema_errors(config: dict, schema_path: str | os.PathLike) -> list[str]:
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = Draft202012Validator(schema)
+    messages = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        key = _dotted(error.absolute_path)
+        message = error.message
+        if error.validator in ("additionalProperties", "unevaluatedProperties"):
+            message = message.replace("Additional properties are not allowed", "unknown key(s)")
+            message = message.replace("Unevaluated properties are not allowed", "unknown key(s)")
+        messages.append(f"config key {key}: {message}")
+    return messages
+
+
+def file_errors(config: dict, base_dir: str | os.PathLike) -> list[str]:
+    """Every local dataset path must exist (null means: not given; remote sources are fetched later)."""
+    messages = []
+
+    def check(key: str, value: Any, directory: bool = False) -> None:
+        if value is None or is_remote(str(value)):
+            return
+        path = resolve_path(str(value), base_dir)
+        if directory and not os.path.isdir(path):
+            messages.append(f"config key {key}: directory {value!r} does not exist")
+        elif not directory and not os.path.isfile(path):
+            messages.append(f"config key {key}: file {value!r} does not exist")
+
+    for dataset, entries in config.get("datasets", {}).items():
+        for name, value in (entries or {}).items():
+            if name == "resplit":
+                continue
+            check(f"datasets.{dataset}.{name}", value, directory=(dataset == "mmlu"))
+    for name, entry in config.get("agreement", {}).get("datasets", {}).items():
+        check(f"agreement.datasets.{name}.path", entry.get("path"))
+    return messages
+
+
+def reference_errors(config: dict) -> list[str]:
+    """Names that must refer to a declared model, and splits that must be available."""
+    messages = []
+    models = set(config.get("models", {}))
+
+    def model(key: str, value: Any) -> None:
+        if value is not None and value not in models:
+            messages.append(f"config key {key}: model {value!r} is not declared under models "
+                            f"(declared: {', '.join(sorted(models)) or 'none'})")
+
+    similarity = config.get("similarity", {})
+    model("similarity.zeroshot.encoder", similarity.get("zeroshot", {}).get("encoder"))
+    model("similarity.contrastive.encoder", similarity.get("contrastive", {}).get("encoder"))
+    model("similarity.llm.model", similarity.get("llm", {}).get("model"))
+    empo = config.get("empo", {})
+    model("empo.sft.model", empo.get("sft", {}).get("model"))
+    model("empo.evaluation.epitome.encoder", empo.get("evaluation", {}).get("epitome", {}).get("encoder"))
+
+    for dataset, splits in (("empathic_stories", ("train", "dev", "test")),
+                            ("empathetic_dialogues", ("train", "valid", "test"))):
+        entry = config.get("datasets", {}).get(dataset, {})
+        if any(entry.get(split) is None for split in splits):
+            if not any(entry.get(split) for split in splits):
+                messages.append(f"config key datasets.{dataset}: no split is given")
+            elif "resplit" not in entry:
+                missing = [split for split in splits if entry.get(split) is None]
+                messages.append(f"config key datasets.{dataset}: {', '.join(missing)} is null and no "
+                                f"resplit fractions are given to make it")
+        resplit = entry.get("resplit")
+        if resplit and abs(sum(resplit.values()) - 1.0) > 1e-6:
+            messages.append(f"config key datasets.{dataset}.resplit: fractions sum to "
+                            f"{sum(resplit.values()):g}, not 1")
+    return messages
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike, base_dir: str | os.PathLike) -> None:
+    """Raise ConfigError listing every problem; the schema first, since later checks assume its shape."""
+    messages = schema_errors(config, schema_path)
+    if not messages:
+        messages = file_errors(config, base_dir) + reference_errors(config)
+    if messages:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages))

@@ -1,0 +1,1 @@
+"""preference: to be written."""

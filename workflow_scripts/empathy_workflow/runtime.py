@@ -1,0 +1,72 @@
+"""What every rule script does first: log to the rule's log file, seed everything, cap threads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(log_path: str | None = None, name: str = "empathy_workflow") -> logging.Logger:
+    """Log to stderr and, when given, to the rule's log file (the file Snakemake shows on failure)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
+    # Library chatter (transformers, datasets) stays at warning level.
+    for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return logging.getLogger(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (if imported) torch, and ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    if "torch" in sys.modules or _torch_available():
+        import torch
+
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _torch_available() -> bool:
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("torch") is not None
+    except ValueError:
+        return False
+
+
+def start(snakemake, name: str | None = None) -> logging.Logger:
+    """Common prologue of a rule script: logging to snakemake.log[0], threads, seed (params.seed)."""
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    logger = setup_logging(log_path, name or f"rule.{snakemake.rule}")
+    threads = max(1, int(getattr(snakemake, "threads", 1) or 1))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    seed = snakemake.params.get("seed") if hasattr(snakemake.params, "get") else None
+    if seed is not None:
+        seed_everything(int(seed))
+    logger.info("rule %s: %d thread(s), seed %s", snakemake.rule, threads, seed)
+
+    def log_uncaught(kind, value, traceback):
+        # An error leaves the rule's log file with the full story, not just Snakemake's stderr.
+        logger.error("rule %s failed: %s", snakemake.rule, value, exc_info=(kind, value, traceback))
+
+    sys.excepthook = log_uncaught
+    return logger

@@ -1,0 +1,3 @@
+"""Rule script: not implemented yet (a later issue fills this stage)."""
+
+raise NotImplementedError("workflow_scripts/empo_generate.py is not implemented yet")
