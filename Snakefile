@@ -2,7 +2,7 @@
 # The config is validated in rules/common.smk before any job runs; each stage is a module.
 
 
-configfile: "config.yaml"
+configfile: f"{workflow.basedir}/config.yaml"
 
 
 include: "rules/common.smk"
