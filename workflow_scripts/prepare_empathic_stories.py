@@ -1,3 +1,12 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule prepare_empathic_stories: EmpathicStories pairs -> train/dev/test tables + split_info.json
+(a seeded, documented re-split when the official train split is not given)."""
 
-raise NotImplementedError("workflow_scripts/prepare_empathic_stories.py is not implemented yet")
+from empathy_workflow import data, io, runtime
+
+logger = runtime.start(snakemake)
+splits, info = data.prepare_empathic_stories(dict(snakemake.params.sources), dict(snakemake.params.settings),
+                                             int(snakemake.params.seed))
+logger.info("%s; counts %s", info["note"], info["counts"])
+for name, frame in splits.items():
+    io.write_csv(snakemake.output[name], frame)
+io.write_json(snakemake.output.info, info)

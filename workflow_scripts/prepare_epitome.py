@@ -1,3 +1,8 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule prepare_epitome: the three EPITOME mechanism CSVs -> one table (mechanism er|ip|ex, level 0-2)."""
 
-raise NotImplementedError("workflow_scripts/prepare_epitome.py is not implemented yet")
+from empathy_workflow import data, io, runtime
+
+logger = runtime.start(snakemake)
+table = data.load_epitome({key: data.fetch(source) for key, source in snakemake.params.sources.items()})
+logger.info("EPITOME: %s rows per mechanism", table["mechanism"].value_counts().to_dict())
+io.write_csv(snakemake.output.table, table)

@@ -1,3 +1,8 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule prepare_mmlu: MMLU test/dev CSVs (hendrycks layout) -> one questions table."""
 
-raise NotImplementedError("workflow_scripts/prepare_mmlu.py is not implemented yet")
+from empathy_workflow import data, io, runtime
+
+logger = runtime.start(snakemake)
+table = data.load_mmlu(data.mmlu_directory(snakemake.params.source))
+logger.info("MMLU: %d subjects, %s questions", table["subject"].nunique(), table["split"].value_counts().to_dict())
+io.write_csv(snakemake.output.table, table)
