@@ -38,3 +38,25 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def resources() -> Path:
     return RESOURCES
+
+
+@pytest.fixture(scope="session")
+def workflow_dir(tmp_path_factory) -> Path:
+    """One scratch working directory shared by the session's workflow runs (models are
+    prepared once and reused)."""
+    return tmp_path_factory.mktemp("workflow")
+
+
+@pytest.fixture(scope="session")
+def prepared_models(workflow_dir) -> Path:
+    """results/models/{policy,encoder} made by the real prepare_model rule."""
+    snakemake(workflow_dir, "--cores", "2", "results/models/policy", "results/models/encoder",
+              configfiles=[TINY_CONFIG])
+    return workflow_dir / "results" / "models"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prepared_models, workflow_dir) -> Path:
+    """The whole workflow, run once to completion on the tiny test configuration."""
+    snakemake(workflow_dir, "--cores", "2", configfiles=[TINY_CONFIG])
+    return workflow_dir

@@ -1,3 +1,8 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule prepare_model: make results/models/NAME from its config entry (see empathy_workflow.models)."""
 
-raise NotImplementedError("workflow_scripts/prepare_model.py is not implemented yet")
+from empathy_workflow import runtime
+from empathy_workflow.models import prepare_model
+
+logger = runtime.start(snakemake)
+details = prepare_model(snakemake.params.settings, snakemake.output[0])
+logger.info("prepared %s: %s", snakemake.wildcards.model, details)
