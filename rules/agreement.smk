@@ -12,6 +12,13 @@ def agreement_scale(name):
     return entry.get("scale", config["agreement"]["scale"])
 
 
+def agreement_language(name):
+    """The annotators' language (en, ur, ...): urdu_stories is Urdu; user datasets say so or not."""
+    if name == "urdu_stories":
+        return "ur"
+    return config["agreement"]["datasets"].get(name, {}).get("language")
+
+
 rule prepare_agreement_ratings:
     input:
         ratings=lambda wildcards: resolve_path(
@@ -81,6 +88,7 @@ rule agreement_cross_culture:
         plot="results/agreement/cross_culture_alpha.png",
     params:
         datasets=AGREEMENT_DATASETS,
+        languages={name: agreement_language(name) for name in AGREEMENT_DATASETS},
         code=code_version("agreement", "plots"),
     log:
         "results/logs/agreement/cross_culture.log",

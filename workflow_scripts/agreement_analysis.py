@@ -1,3 +1,27 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule script: annotator agreement of one dataset (long-format ratings) -> agreement.json (one
+entry per aspect), a markdown table and plots."""
 
-raise NotImplementedError("workflow_scripts/agreement_analysis.py is not implemented yet")
+import os
+
+from empathy_workflow import agreement, io, plots, runtime
+
+logger = runtime.start(snakemake)  # noqa: F821 (injected by Snakemake)
+source = snakemake.input.ratings  # noqa: F821
+name = snakemake.wildcards.dataset  # noqa: F821
+frame = io.read_csv(source, what="ratings CSV", dtype={"item_id": str, "annotator": str, "aspect": str})
+results, clean = agreement.analyse(frame, snakemake.params.scale, snakemake.params.settings,  # noqa: F821
+                                   int(snakemake.params.seed), source, logger)  # noqa: F821
+for aspect, result in results.items():
+    logger.info("%s/%s: alpha %s, mean pairwise r %.3f, human ceiling r %.3f", name, aspect,
+                {k: round(v, 3) for k, v in result["krippendorff_alpha"].items()},
+                result["mean_pairwise_pearson"], result["human_ceiling"]["expected_correlation"])
+
+plot_dir = snakemake.output.plots  # noqa: F821
+os.makedirs(plot_dir, exist_ok=True)
+agreement.plot_heatmaps(results, plot_dir, plots.save_figure, plots.new_figure)
+agreement.plot_distributions(clean, plot_dir, plots.save_figure, plots.new_figure)
+agreement.plot_alpha([(name, aspect, result) for aspect, result in results.items()],
+                     os.path.join(plot_dir, "alpha.png"), plots.save_figure, plots.new_figure,
+                     f"{name}: Krippendorff's alpha with bootstrap interval")
+io.write_text(snakemake.output.table, agreement.agreement_markdown(name, results))  # noqa: F821
+io.write_json(snakemake.output.json, results)  # noqa: F821
