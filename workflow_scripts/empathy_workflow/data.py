@@ -349,25 +349,25 @@ def ed_conversations(rows: Iterable[tuple[str, dict]]) -> list[dict]:
     for where, row in rows:
         conv_id = row["conv_id"].strip()
         if not conv_id:
-            raise InputError(f"{where}: column 'conv_id' is empty")
+            raise InputError(f"{where}, column 'conv_id' is empty")
         emotion = row["context"].strip()
         if emotion not in ED_EMOTIONS:
-            raise InputError(f"{where}: column 'context': unknown emotion label {emotion!r} "
+            raise InputError(f"{where}, column 'context': unknown emotion label {emotion!r} "
                              f"(expected one of the 32 EmpatheticDialogues emotions)")
         numbers = {}
         for column in ("utterance_idx", "speaker_idx"):
             try:
                 numbers[column] = int(row[column])
             except ValueError:
-                raise InputError(f"{where}: column {column!r}: {row[column]!r} is not an integer") from None
+                raise InputError(f"{where}, column {column!r}: {row[column]!r} is not an integer") from None
         text = decode_ed(row["utterance"]).strip()
         if not text:
-            raise InputError(f"{where}: column 'utterance' is empty")
+            raise InputError(f"{where}, column 'utterance' is empty")
         conversation = conversations.setdefault(
             conv_id, {"conv_id": conv_id, "emotion": emotion, "situation": decode_ed(row["prompt"]).strip(),
                       "utterances": {}, "where": where})
         if emotion != conversation["emotion"]:
-            raise InputError(f"{where}: column 'context': {emotion!r} differs from {conversation['emotion']!r} "
+            raise InputError(f"{where}, column 'context': {emotion!r} differs from {conversation['emotion']!r} "
                              f"given for conversation {conv_id} at {conversation['where']}")
         if numbers["utterance_idx"] in conversation["utterances"]:
             raise InputError(f"{where}: utterance_idx {numbers['utterance_idx']} repeats in conversation {conv_id}")
