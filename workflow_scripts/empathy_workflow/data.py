@@ -326,7 +326,11 @@ def _hf_rows(dataset_id: str, split: str) -> Iterable[dict]:
     """Rows of a Hugging Face copy of ED (same columns as the CSV). Needs network or a warm cache."""
     import datasets
 
-    return datasets.load_dataset(dataset_id, split=split)
+    try:
+        return datasets.load_dataset(dataset_id, split=split)
+    except Exception as error:  # noqa: BLE001 - script-based hub datasets no longer load in datasets>=4
+        logger.warning("load_dataset(%r) failed (%s); trying the hub's parquet export", dataset_id, error)
+        return datasets.load_dataset(dataset_id, split=split, revision="refs/convert/parquet")
 
 
 def ed_rows(source: str, split: str, download_dir: str | os.PathLike = DOWNLOAD_DIR) -> Iterator[tuple[str, dict]]:
