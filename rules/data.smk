@@ -104,7 +104,10 @@ rule prepare_mmlu:
     conda:
         "../envs/data.yaml"
     params:
-        source=dataset_path("mmlu", "dir"),
+        # The local folder when there is one (Snakemake tracks it), else the URL of an archive.
+        source=lambda wildcards, input: (
+            input[0] if input else dataset_path("mmlu", "dir")
+        ),
         code=code_version("data"),
     script:
         "../workflow_scripts/prepare_mmlu.py"
