@@ -3,6 +3,7 @@ names refer to things that are declared). Errors name the dotted key and the pro
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -31,6 +32,30 @@ def _dotted(parts: Iterable[Any]) -> str:
     return ".".join(str(part) for part in parts) or "(top level)"
 
 
+def _suggestions(error) -> str:
+    """'; did you mean ...?' for unknown keys that look like a known one (typos)."""
+    known = set(error.schema.get("properties", {}))
+    if isinstance(error.instance, dict):
+        # keys accepted through a $ref (shared trainer settings) count as known too
+        known |= set(error.instance) - set(_unknown(error))
+    hints = []
+    for name in _unknown(error):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{name!r} -> {close[0]!r}")
+    return f"; did you mean {', '.join(hints)}?" if hints else ""
+
+
+def _unknown(error) -> list[str]:
+    if not isinstance(error.instance, dict):
+        return []
+    allowed = set(error.schema.get("properties", {}))
+    if error.validator == "additionalProperties":
+        return sorted(set(error.instance) - allowed)
+    # unevaluatedProperties: the names are quoted in the message
+    return [name for name in error.instance if f"'{name}'" in error.message]
+
+
 def schema_errors(config: dict, schema_path: str | os.PathLike) -> list[str]:
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = Draft202012Validator(schema)
@@ -41,6 +66,7 @@ def schema_errors(config: dict, schema_path: str | os.PathLike) -> list[str]:
         if error.validator in ("additionalProperties", "unevaluatedProperties"):
             message = message.replace("Additional properties are not allowed", "unknown key(s)")
             message = message.replace("Unevaluated properties are not allowed", "unknown key(s)")
+            message += _suggestions(error)
         messages.append(f"config key {key}: {message}")
     return messages
 
