@@ -1,5 +1,13 @@
 # Annotator agreement (paper 1): English vs Urdu, and the ceiling disagreement puts on models.
 
+if "urdu_stories" in config["agreement"]["datasets"]:
+    # urdu_stories is built from datasets.urdu_stories; a second declaration would make two rules
+    # produce its ratings.
+    raise WorkflowError(
+        "config key agreement.datasets.urdu_stories: this name is reserved (the Urdu ratings are "
+        "always analysed, from datasets.urdu_stories); declare your dataset under another name"
+    )
+
 
 def agreement_ratings(wildcards):
     if wildcards.dataset == "urdu_stories":

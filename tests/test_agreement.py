@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, RESOURCES, snakemake
+from conftest import RESOURCES, snakemake
 
 from empathy_workflow import agreement
 from empathy_workflow.io import InputError
@@ -99,7 +99,6 @@ def test_alpha_half_point_ratings_with_missing_values(level, seed):
 
 def test_unused_scale_values_change_neither_nominal_nor_ordinal_alpha():
     matrix = random_ratings(5)
-    observed = np.unique(matrix[~np.isnan(matrix)])
     full = np.arange(1.0, 4.01, 0.5)
     matrix[matrix == 2.5] = 3.0  # leave 2.5 unused
     observed = np.unique(matrix[~np.isnan(matrix)])

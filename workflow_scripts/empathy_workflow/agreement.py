@@ -615,11 +615,11 @@ def plot_distributions(clean: pd.DataFrame, directory, save_figure, new_figure) 
 
 
 def plot_alpha(entries: list[tuple[str, str, dict]], path, save_figure, new_figure, title: str) -> None:
-    """Krippendorff's alpha (interval and ordinal) with bootstrap intervals; entries are
+    """Krippendorff's alpha at each level with its bootstrap interval; entries are
     (group label, bar label, per-aspect result)."""
-    levels = ("ordinal", "interval")
+    levels = LEVELS
     groups = list(dict.fromkeys(group for group, _, _ in entries))
-    figure, axis = new_figure(max(5.0, 1.4 * len(entries)), 3.8)
+    figure, axis = new_figure(max(5.0, 1.8 * len(entries)), 3.8)
     width = 0.8 / len(levels)
     for index, level in enumerate(levels):
         xs, heights, lows, highs = [], [], [], []
@@ -766,7 +766,8 @@ def plot_aggregate(name: str, result: dict, frame: pd.DataFrame, model_column: s
     axes = figure.subplots(1, len(columns), squeeze=False)[0]
     for axis, column in zip(axes, columns):
         counts = result["distributions"][column]["counts"]
-        axis.bar(list(counts), list(counts.values()))
+        axis.bar(range(len(counts)), list(counts.values()))
+        axis.set_xticks(range(len(counts)), list(counts))
         axis.set_title(column)
         axis.tick_params(axis="x", labelsize=7, rotation=90)
     axes[0].set_ylabel("pairs")
