@@ -74,8 +74,6 @@ rule empo_sft:
     benchmark:
         "results/benchmarks/empo/sft.tsv"
     threads: 2
-    resources:
-        gpu=1,
     conda:
         "../envs/training.yaml"
     script:
@@ -106,8 +104,6 @@ rule empo_preference:
     benchmark:
         "results/benchmarks/empo/preference_{run}.tsv"
     threads: 2
-    resources:
-        gpu=1,
     wildcard_constraints:
         run="|".join(PREFERENCE_RUNS),
     conda:
@@ -140,8 +136,6 @@ rule empo_generate:
     benchmark:
         "results/benchmarks/empo/generate_{model}.tsv"
     threads: 2
-    resources:
-        gpu=1,
     wildcard_constraints:
         model="|".join(EMPO_MODELS),
     conda:

