@@ -22,6 +22,16 @@ rule report:
         ],
     output:
         summary="results/report/summary.md",
+        similarity_plot=report(
+            "results/report/plots/similarity_pearson.png",
+            category="Similarity",
+            caption="../report/similarity_pearson.rst",
+        ),
+        empo_plot=report(
+            "results/report/plots/empo_metrics.png",
+            category="EmPO evaluation",
+            caption="../report/empo_metrics.rst",
+        ),
     params:
         config=config,
         code=code_version("report", "plots"),

@@ -1,3 +1,8 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule report: results/report/summary.md and its plots (see empathy_workflow.report)."""
 
-raise NotImplementedError("workflow_scripts/report.py is not implemented yet")
+from empathy_workflow import runtime
+from empathy_workflow.report import main
+
+logger = runtime.start(snakemake)
+main(snakemake)
+logger.info("wrote %s", snakemake.output.summary)
