@@ -1,3 +1,33 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule empo_pairs: emotion-grounded preference pairs for one split, and their statistics."""
 
-raise NotImplementedError("workflow_scripts/empo_pairs.py is not implemented yet")
+from empathy_workflow import io, preference, runtime
+
+logger = runtime.start(snakemake)
+settings = snakemake.params.settings
+split = snakemake.wildcards.split
+records = preference.read_dialogues(snakemake.input.dialogues)
+mapping = preference.read_mapping(snakemake.input.mapping)
+
+# Token lengths with the policy's tokenizer, for the length filter and the length statistics
+# (fast: a couple of seconds for the full train split).
+from transformers import AutoTokenizer  # noqa: E402
+
+tokenizer = AutoTokenizer.from_pretrained(snakemake.input.model)
+pairs, stats = preference.build_pairs(
+    records,
+    mapping,
+    rejected_per_prompt=int(settings["rejected_per_prompt"]),
+    seed=int(snakemake.params.seed),
+    system_prompt=snakemake.params.system_prompt,
+    max_conversations=(settings.get("max_conversations") or {}).get(split),
+    length_percentile=settings.get("length_percentile"),
+    token_length=preference.tokenizer_lengths(tokenizer),
+    split=split,
+)
+if not pairs:
+    raise io.InputError(f"{snakemake.input.dialogues}: no preference pairs could be built for split {split}")
+preference.check_pairs(pairs, mapping, {record["conv_id"] for record in records})
+logger.info("%s: %d pairs from %d prompts (%d conversations); length filter: %s",
+            split, stats["pairs"], stats["prompts"], stats["conversations"], stats["length_filter"])
+io.write_jsonl(snakemake.output.pairs, pairs)
+io.write_json(snakemake.output.stats, stats)

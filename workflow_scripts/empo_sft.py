@@ -1,3 +1,28 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule empo_sft: LoRA SFT of the policy on ED conversations (loss on listener turns only)."""
 
-raise NotImplementedError("workflow_scripts/empo_sft.py is not implemented yet")
+from empathy_workflow import preference, runtime, training
+
+logger = runtime.start(snakemake)
+seed = int(snakemake.params.seed)
+caps = snakemake.params.pairs.get("max_conversations") or {}
+
+
+def conversations(path, split):
+    # The same seeded selection as the pairs of this split (empo.pairs.max_conversations).
+    records = preference.usable_conversations(preference.read_dialogues(path))
+    return preference.select_conversations(records, caps.get(split), seed, salt=f"pairs:{split}")
+
+
+summary = training.train_sft(
+    model_dir=snakemake.input.model,
+    train_records=conversations(snakemake.input.train, "train"),
+    valid_records=conversations(snakemake.input.valid, "valid"),
+    settings=snakemake.params.settings,
+    system_prompt=snakemake.params.system_prompt,
+    seed=seed,
+    adapter_dir=snakemake.output.adapter,
+    curves_csv=snakemake.output.curves,
+    curves_png=snakemake.output.plot,
+    checkpoints=snakemake.params.checkpoints,
+)
+logger.info("SFT done: %s", summary)

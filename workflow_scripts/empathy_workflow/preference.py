@@ -1,1 +1,387 @@
-"""preference: to be written."""
+"""EmPO preference data: emotion mappings, chat-message views of EmpatheticDialogues (ED)
+conversations, and emotion-grounded preference pairs.
+
+A conversation record (results/data/empathetic_dialogues/SPLIT.jsonl) is
+`{conv_id, emotion, situation, turns: [{speaker_idx, role: speaker|listener, text}, ...]}`.
+As chat messages the speaker is the `user` and the listener the `assistant`.
+
+Trailing speaker turns: about a fifth of ED conversations end with the speaker. The reply a
+model is trained (SFT) and judged (pairs, generation) on is always the conversation's *last
+listener turn*, so every view here first drops the turns after it: the prompt then ends with a
+user turn and the chosen reply is that listener turn. Conversations without a listener turn that
+follows a speaker turn have no usable reply and are skipped (and counted in the pair stats).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zlib
+from collections import Counter, defaultdict
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .io import InputError, read_csv, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+# The 32 emotion labels of EmpatheticDialogues (the `context` column of the release).
+ED_EMOTIONS: tuple[str, ...] = (
+    "afraid", "angry", "annoyed", "anticipating", "anxious", "apprehensive", "ashamed", "caring",
+    "confident", "content", "devastated", "disappointed", "disgusted", "embarrassed", "excited",
+    "faithful", "furious", "grateful", "guilty", "hopeful", "impressed", "jealous", "joyful",
+    "lonely", "nostalgic", "prepared", "proud", "sad", "sentimental", "surprised", "terrified",
+    "trusting",
+)
+ROLES = {"speaker": "user", "listener": "assistant"}
+MAPPINGS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "resources", "emotion_mappings")
+
+
+# ------------------------------------------------------------------------------------------
+# Conversations
+
+
+def read_dialogues(path: str | os.PathLike) -> list[dict]:
+    """Read a conversations JSONL file, checking every record's shape (errors name the line)."""
+    records = read_jsonl(path)
+    if not records:
+        raise InputError(f"{path}: no conversations")
+    seen: set[str] = set()
+    for number, record in enumerate(records, start=1):
+        where = f"{path}: line {number}"
+        for key in ("conv_id", "emotion", "turns"):
+            if key not in record:
+                raise InputError(f"{where}: conversation lacks the key {key!r}")
+        if record["emotion"] not in ED_EMOTIONS:
+            raise InputError(f"{where}: emotion {record['emotion']!r} is not one of the 32 ED emotions")
+        if record["conv_id"] in seen:
+            raise InputError(f"{where}: conv_id {record['conv_id']!r} occurs twice")
+        seen.add(record["conv_id"])
+        turns = record["turns"]
+        if not isinstance(turns, list) or not turns:
+            raise InputError(f"{where}: conversation {record['conv_id']!r} has no turns")
+        for index, turn in enumerate(turns):
+            if not isinstance(turn, dict) or turn.get("role") not in ROLES:
+                raise InputError(f"{where}: turn {index} of {record['conv_id']!r} has no role "
+                                 f"'speaker' or 'listener': {turn!r}")
+            if not isinstance(turn.get("text"), str):
+                raise InputError(f"{where}: turn {index} of {record['conv_id']!r} has no text")
+    return records
+
+
+def last_listener_index(record: dict) -> int | None:
+    """Index of the conversation's last listener turn that follows a speaker turn, else None."""
+    turns = record["turns"]
+    for index in range(len(turns) - 1, 0, -1):
+        if turns[index]["role"] == "listener":
+            if any(turn["role"] == "speaker" for turn in turns[:index]):
+                return index
+            return None
+    return None
+
+
+def _messages(turns: Iterable[dict], system_prompt: str | None) -> list[dict]:
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages += [{"role": ROLES[turn["role"]], "content": turn["text"]} for turn in turns]
+    return messages
+
+
+def conversation_messages(record: dict, system_prompt: str | None = None) -> list[dict]:
+    """The conversation as chat messages, up to and including its last listener turn (SFT text).
+    Raises ValueError if it has no usable listener turn."""
+    end = last_listener_index(record)
+    if end is None:
+        raise ValueError(f"conversation {record['conv_id']!r} has no listener reply to a speaker turn")
+    return _messages(record["turns"][: end + 1], system_prompt)
+
+
+def prompt_messages(record: dict, system_prompt: str | None = None) -> list[dict]:
+    """The conversation up to (not including) its last listener turn: ends with a user message."""
+    end = last_listener_index(record)
+    if end is None:
+        raise ValueError(f"conversation {record['conv_id']!r} has no listener reply to a speaker turn")
+    return _messages(record["turns"][:end], system_prompt)
+
+
+def reference_reply(record: dict) -> str:
+    """The text of the conversation's last listener turn (the chosen reply, the reference)."""
+    end = last_listener_index(record)
+    if end is None:
+        raise ValueError(f"conversation {record['conv_id']!r} has no listener reply to a speaker turn")
+    return record["turns"][end]["text"]
+
+
+def usable_conversations(records: Sequence[dict]) -> list[dict]:
+    """The conversations with a listener reply to a speaker turn (all others have nothing to learn)."""
+    return [record for record in records if last_listener_index(record) is not None]
+
+
+def select_conversations(records: Sequence[dict], limit: int | None, seed: int, salt: str = "") -> list[dict]:
+    """A seeded subset of at most `limit` conversations, kept in file order (None: all).
+    Pairs, SFT and generation use this same selection for the same split, limit and seed."""
+    if limit is None or limit >= len(records):
+        return list(records)
+    rng = np.random.default_rng([seed, zlib.crc32(salt.encode())])
+    chosen = np.sort(rng.choice(len(records), size=limit, replace=False))
+    return [records[int(index)] for index in chosen]
+
+
+# ------------------------------------------------------------------------------------------
+# Emotion mappings
+
+
+def validate_mapping(mapping: dict[str, str], source: str) -> dict[str, str]:
+    """Every ED emotion maps to a different, known ED emotion; otherwise an InputError."""
+    unknown = sorted(set(mapping) - set(ED_EMOTIONS))
+    if unknown:
+        raise InputError(f"{source}: unknown emotion(s) {', '.join(unknown)}; expected the 32 ED emotions")
+    missing = [emotion for emotion in ED_EMOTIONS if emotion not in mapping]
+    if missing:
+        raise InputError(f"{source}: no opposite given for {', '.join(missing)}")
+    for emotion, opposite in mapping.items():
+        if opposite not in ED_EMOTIONS:
+            raise InputError(f"{source}: {emotion} maps to {opposite!r}, which is not an ED emotion")
+        if opposite == emotion:
+            raise InputError(f"{source}: {emotion} maps to itself")
+    return {emotion: mapping[emotion] for emotion in ED_EMOTIONS}
+
+
+def read_mapping(path: str | os.PathLike) -> dict[str, str]:
+    """Read an `emotion,opposite` CSV (extra columns are ignored) and validate it."""
+    frame = read_csv(path, required=("emotion", "opposite"), what="emotion mapping", dtype=str,
+                     keep_default_na=False)
+    frame["emotion"] = frame["emotion"].str.strip()
+    frame["opposite"] = frame["opposite"].str.strip()
+    duplicated = frame["emotion"][frame["emotion"].duplicated()]
+    if len(duplicated):
+        row = int(duplicated.index[0])
+        raise InputError(f"{path}: row {row + 2}: emotion {duplicated.iloc[0]!r} is listed twice")
+    return validate_mapping(dict(zip(frame["emotion"], frame["opposite"])), str(path))
+
+
+def named_mapping_path(name: str) -> str:
+    """`plutchik` names the shipped file; anything else is taken as a path."""
+    if name == "plutchik":
+        return os.path.normpath(os.path.join(MAPPINGS_DIR, "plutchik.csv"))
+    return name
+
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def dialogue_valence(text: str, valence: dict[str, float]) -> float | None:
+    """Mean NRC valence of the lexicon words in `text` (None if it has none)."""
+    scores = [valence[word] for word in _WORD.findall(text.lower().replace("_comma_", ",")) if word in valence]
+    return float(np.mean(scores)) if scores else None
+
+
+def valence_mapping(records: Sequence[dict], vad: pd.DataFrame) -> pd.DataFrame:
+    """Data-driven mapping: each emotion's opposite is the emotion whose dialogues are farthest
+    in mean NRC valence (mean over dialogues of each dialogue's mean word valence over all turns).
+    Ties go to the alphabetically first emotion. Every ED emotion must occur in `records`."""
+    table = dict(zip(vad["word"].astype(str).str.lower(), vad["valence"].astype(float)))
+    per_emotion: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        score = dialogue_valence(" ".join(turn["text"] for turn in record["turns"]), table)
+        if score is not None:
+            per_emotion[record["emotion"]].append(score)
+    missing = [emotion for emotion in ED_EMOTIONS if not per_emotion.get(emotion)]
+    if missing:
+        raise InputError(f"valence mapping: no training dialogue with lexicon words for {', '.join(missing)}; "
+                         f"cannot place it on the valence scale")
+    means = {emotion: float(np.mean(per_emotion[emotion])) for emotion in ED_EMOTIONS}
+    rows = []
+    for emotion in ED_EMOTIONS:
+        # farthest in mean valence; on a tie the first in name order wins (strict >)
+        opposite, distance = None, -1.0
+        for other in ED_EMOTIONS:
+            if other != emotion and abs(means[other] - means[emotion]) > distance:
+                opposite, distance = other, abs(means[other] - means[emotion])
+        rows.append({"emotion": emotion, "opposite": opposite, "valence": round(means[emotion], 6),
+                     "opposite_valence": round(means[opposite], 6), "n_dialogues": len(per_emotion[emotion])})
+    frame = pd.DataFrame(rows)
+    validate_mapping(dict(zip(frame["emotion"], frame["opposite"])), "valence mapping")
+    return frame
+
+
+def read_vad(path: str | os.PathLike) -> pd.DataFrame:
+    """The prepared NRC VAD lexicon: columns word, valence (arousal and dominance unused here)."""
+    from .io import require_numeric
+
+    frame = read_csv(path, required=("word", "valence"), what="VAD lexicon", keep_default_na=False)
+    frame["valence"] = require_numeric(frame, "valence", path, low=0.0, high=1.0)
+    return frame
+
+
+# ------------------------------------------------------------------------------------------
+# Pairs
+
+
+def _emotion_rng(seed: int, emotion: str) -> np.random.Generator:
+    # One stream per emotion, so a pool's order does not depend on which other emotions exist.
+    return np.random.default_rng([seed, zlib.crc32(emotion.encode())])
+
+
+def length_threshold(lengths: Sequence[int], percentile: float) -> float:
+    """Token length at the given percentile (linear interpolation, as numpy)."""
+    return float(np.percentile(np.asarray(lengths, dtype=float), percentile))
+
+
+def _summary(values: Sequence[float]) -> dict:
+    if not len(values):
+        return {"n": 0}
+    array = np.asarray(values, dtype=float)
+    return {"n": int(array.size), "mean": round(float(array.mean()), 3), "median": float(np.median(array)),
+            "p95": round(float(np.percentile(array, 95)), 3), "min": float(array.min()), "max": float(array.max())}
+
+
+def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_per_prompt: int, seed: int,
+                system_prompt: str | None = None, max_conversations: int | None = None,
+                length_percentile: float | None = None,
+                token_length: Callable[[list[str]], list[int]] | None = None,
+                split: str = "") -> tuple[list[dict], dict]:
+    """Emotion-grounded preference pairs for one split; returns (pairs, stats).
+
+    - usable conversations: those with a listener reply to a speaker turn (trailing speaker turns
+      are dropped, see the module docstring);
+    - length filter (optional): replies (last listener turns) longer than the `length_percentile`
+      of all usable replies of the split, in tokens of `token_length` (else whitespace words), are
+      removed before pairing, both as chosen and as rejected candidates, so every kept prompt still
+      gets `rejected_per_prompt` rejected replies;
+    - prompts: a seeded subset of `max_conversations` of the usable conversations (file order);
+      rejected candidates come from *all* usable conversations of the split, so the cap shrinks the
+      number of pairs, not the variety of rejected replies;
+    - rejected: for a prompt of emotion e, the next `rejected_per_prompt` conversations of emotion
+      mapping[e] from a seeded, shuffled cycle over that emotion's candidates (never the prompt's own
+      conversation). The cycle spreads uses evenly: counts per candidate differ by at most one.
+      A prompt whose mapped emotion has fewer than `rejected_per_prompt` other conversations in the
+      split is left out (counted in the stats), so every prompt has exactly that many pairs.
+    """
+    if rejected_per_prompt < 1:
+        raise InputError(f"empo.pairs.rejected_per_prompt must be at least 1, got {rejected_per_prompt}")
+    validate_mapping(mapping, "emotion mapping")
+    usable, no_listener, trimmed = [], 0, 0
+    for record in records:
+        end = last_listener_index(record)
+        if end is None:
+            no_listener += 1
+            continue
+        trimmed += end < len(record["turns"]) - 1
+        usable.append(record)
+    replies = [reference_reply(record) for record in usable]
+    if token_length is not None:
+        lengths = list(token_length(replies))
+        unit = "tokens"
+    else:
+        lengths = [len(reply.split()) for reply in replies]
+        unit = "words"
+    length_of = {record["conv_id"]: length for record, length in zip(usable, lengths)}
+
+    threshold = None
+    if length_percentile is not None and usable:
+        threshold = length_threshold(lengths, length_percentile)
+        kept = [record for record in usable if length_of[record["conv_id"]] <= threshold]
+        dropped_long = len(usable) - len(kept)
+        usable = kept
+    else:
+        dropped_long = 0
+
+    pools: dict[str, list[dict]] = defaultdict(list)
+    for record in usable:
+        pools[record["emotion"]].append(record)
+    cycles = {}
+    for emotion, pool in pools.items():
+        order = _emotion_rng(seed, emotion).permutation(len(pool))
+        cycles[emotion] = {"order": [pool[int(i)] for i in order], "cursor": 0,
+                           "ids": {record["conv_id"] for record in pool}}
+
+    prompts = select_conversations(usable, max_conversations, seed, salt=f"pairs:{split}")
+    pairs, pair_counts, short = [], Counter(), 0
+    uses: Counter = Counter()
+    for record in prompts:
+        target = mapping[record["emotion"]]
+        cycle = cycles.get(target)
+        # the prompt's own conversation is never a candidate (it cannot be in its target pool, as no
+        # emotion maps to itself, but it is excluded explicitly all the same)
+        available = 0 if cycle is None else len(cycle["order"]) - (record["conv_id"] in cycle["ids"])
+        if available < rejected_per_prompt:
+            # too few conversations of the mapped emotion in this split: every kept prompt has
+            # exactly rejected_per_prompt pairs, so this one is left out (and counted)
+            short += 1
+            continue
+        picks: list[dict] = []
+        order = cycle["order"]
+        while len(picks) < rejected_per_prompt:
+            candidate = order[cycle["cursor"] % len(order)]
+            cycle["cursor"] += 1
+            if candidate["conv_id"] != record["conv_id"]:
+                picks.append(candidate)
+        prompt = prompt_messages(record, system_prompt)
+        chosen = [{"role": "assistant", "content": reference_reply(record)}]
+        for candidate in picks:
+            pairs.append({
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": [{"role": "assistant", "content": reference_reply(candidate)}],
+                "emotion": record["emotion"],
+                "rejected_emotion": candidate["emotion"],
+                "conv_id": record["conv_id"],
+                "rejected_conv_id": candidate["conv_id"],
+            })
+            pair_counts[f"{record['emotion']}->{candidate['emotion']}"] += 1
+            uses[candidate["conv_id"]] += 1
+    if short:
+        logger.warning("%s: %d prompt(s) left out: their mapped emotion has fewer than %d other conversations "
+                       "in this split", split or "pairs", short, rejected_per_prompt)
+
+    chosen_lengths = [length_of[conv_id] for conv_id in dict.fromkeys(pair["conv_id"] for pair in pairs)]
+    rejected_lengths = [length_of[pair["rejected_conv_id"]] for pair in pairs]
+    use_counts = list(uses.values())
+    stats = {
+        "split": split,
+        "conversations": len(records),
+        "conversations_without_listener_reply": no_listener,
+        "conversations_trimmed_trailing_speaker": int(trimmed),
+        "length_filter": {"percentile": length_percentile, "threshold": threshold, "unit": unit,
+                          "conversations_dropped": dropped_long},
+        "prompts_selected": len(prompts),
+        "prompts_without_enough_rejected": short,
+        "prompts": len(prompts) - short,
+        "pairs": len(pairs),
+        "rejected_per_prompt": rejected_per_prompt,
+        "pairs_per_emotion_pair": dict(sorted(pair_counts.items())),
+        "lengths": {"unit": unit, "chosen": _summary(chosen_lengths), "rejected": _summary(rejected_lengths)},
+        "rejected_reuse": {"distinct_rejected": len(uses), "min_uses": min(use_counts, default=0),
+                           "max_uses": max(use_counts, default=0)},
+        "seed": seed,
+    }
+    return pairs, stats
+
+
+def tokenizer_lengths(tokenizer) -> Callable[[list[str]], list[int]]:
+    """Token counts of texts with a (fast) tokenizer, in batches; no special tokens."""
+    def lengths(texts: list[str]) -> list[int]:
+        counts: list[int] = []
+        for start in range(0, len(texts), 2048):
+            batch = tokenizer(list(texts[start:start + 2048]), add_special_tokens=False)["input_ids"]
+            counts.extend(len(ids) for ids in batch)
+        return counts
+
+    return lengths
+
+
+def check_pairs(pairs: Sequence[dict], mapping: dict[str, str], split_ids: set[str]) -> None:
+    """Invariants of a pair file (used by tests and as a final self-check before writing)."""
+    for number, pair in enumerate(pairs, start=1):
+        if pair["rejected_emotion"] != mapping[pair["emotion"]]:
+            raise AssertionError(f"pair {number}: rejected emotion {pair['rejected_emotion']} is not the "
+                                 f"opposite of {pair['emotion']}")
+        if pair["conv_id"] == pair["rejected_conv_id"]:
+            raise AssertionError(f"pair {number}: rejected reply comes from its own conversation")
+        if pair["conv_id"] not in split_ids or pair["rejected_conv_id"] not in split_ids:
+            raise AssertionError(f"pair {number}: conversation from another split")
+        if pair["prompt"][-1]["role"] != "user":
+            raise AssertionError(f"pair {number}: prompt does not end with a user turn")
