@@ -1,44 +1,81 @@
 # Evaluation of every EmPO model: diff-Epitome, BERTScore, diversity, valence, lm-eval.
 
 EPITOME_MECHANISMS = ["er", "ip", "ex"]
+EPITOME_WEIGHTS = config["empo"]["evaluation"]["epitome"].get("weights")
 
 
-rule epitome_classifier:
-    input:
-        table="results/data/epitome/epitome.csv",
-        encoder=lambda wildcards: model_dir(config["empo"]["evaluation"]["epitome"]["encoder"]),
-    output:
-        model=directory("results/empo/epitome/{mechanism}"),
-        metrics="results/empo/epitome/{mechanism}_metrics.json",
-    params:
-        settings=config["empo"]["evaluation"]["epitome"],
-        seed=SEED,
-        code=code_version("evaluation"),
-    log:
-        "results/logs/evaluation/epitome_{mechanism}.log",
-    benchmark:
-        "results/benchmarks/evaluation/epitome_{mechanism}.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-    wildcard_constraints:
-        mechanism="er|ip|ex",
-    conda:
-        "../envs/evaluation.yaml"
-    script:
-        "../workflow_scripts/epitome_classifier.py"
+if EPITOME_WEIGHTS:
+
+    # Given classifiers: only scored on the held-out part of EPITOME (same seeded split as training).
+    rule epitome_classifier_given:
+        input:
+            table="results/data/epitome/epitome.csv",
+            weights=lambda wildcards: resolve_path(EPITOME_WEIGHTS[wildcards.mechanism], REPO),
+        output:
+            metrics="results/empo/epitome/{mechanism}_metrics.json",
+        params:
+            settings=config["empo"]["evaluation"]["epitome"],
+            seed=SEED,
+            code=code_version("evaluation"),
+        log:
+            "results/logs/evaluation/epitome_{mechanism}.log",
+        benchmark:
+            "results/benchmarks/evaluation/epitome_{mechanism}.tsv"
+        threads: 2
+        wildcard_constraints:
+            mechanism="er|ip|ex",
+        conda:
+            "../envs/evaluation.yaml"
+        script:
+            "../workflow_scripts/epitome_classifier.py"
+
+else:
+
+    # One model, one head per mechanism (the mechanisms annotate the same pairs).
+    rule epitome_classifier:
+        input:
+            table="results/data/epitome/epitome.csv",
+            encoder=model_dir(config["empo"]["evaluation"]["epitome"]["encoder"]),
+        output:
+            model=directory("results/empo/epitome/model"),
+            er_metrics="results/empo/epitome/er_metrics.json",
+            ip_metrics="results/empo/epitome/ip_metrics.json",
+            ex_metrics="results/empo/epitome/ex_metrics.json",
+        params:
+            settings=config["empo"]["evaluation"]["epitome"],
+            seed=SEED,
+            code=code_version("evaluation"),
+        log:
+            "results/logs/evaluation/epitome.log",
+        benchmark:
+            "results/benchmarks/evaluation/epitome.tsv"
+        threads: 2
+        resources:
+            gpu=1,
+        conda:
+            "../envs/evaluation.yaml"
+        script:
+            "../workflow_scripts/epitome_classifier.py"
 
 
 def epitome_classifiers(wildcards):
-    weights = config["empo"]["evaluation"]["epitome"].get("weights")
-    if weights:
-        return {m: resolve_path(weights[m], REPO) for m in EPITOME_MECHANISMS}
-    return {m: f"results/empo/epitome/{m}" for m in EPITOME_MECHANISMS}
+    if EPITOME_WEIGHTS:
+        paths = {m: resolve_path(EPITOME_WEIGHTS[m], REPO) for m in EPITOME_MECHANISMS}
+    else:
+        paths = {m: "results/empo/epitome/model" for m in EPITOME_MECHANISMS}
+    paths.update({f"{m}_metrics": f"results/empo/epitome/{m}_metrics.json" for m in EPITOME_MECHANISMS})
+    return paths
 
 
 def bertscore_model(wildcards):
     name = config["empo"]["evaluation"]["bertscore"]["model"]
     return {"bertscore_model": model_dir(name)} if name in config["models"] else {}
+
+
+def bertscore_source():
+    """The hub id behind the BERTScore model (its name finds bert-score's shipped baseline)."""
+    name = config["empo"]["evaluation"]["bertscore"]["model"]
+    return config["models"][name]["source"] if name in config["models"] else name
 
 
 rule empo_evaluate:
@@ -54,8 +91,9 @@ rule empo_evaluate:
         per_item="results/empo/eval/{model}/per_item.csv",
     params:
         settings=config["empo"]["evaluation"],
+        bertscore_source=bertscore_source(),
         seed=SEED,
-        code=code_version("evaluation", "metrics"),
+        code=code_version("evaluation"),
     log:
         "results/logs/evaluation/evaluate_{model}.log",
     benchmark:
@@ -122,7 +160,7 @@ rule empo_significance:
         models=EMPO_MODELS,
         settings=config["empo"]["evaluation"]["significance"],
         seed=SEED,
-        code=code_version("evaluation", "metrics"),
+        code=code_version("evaluation"),
     log:
         "results/logs/evaluation/significance.log",
     conda:

@@ -1,3 +1,23 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule empo_evaluate: diff-Epitome, BERTScore, diversity and valence/intensity of one model's
+generations -> text_metrics.json and per_item.csv."""
 
-raise NotImplementedError("workflow_scripts/empo_evaluate.py is not implemented yet")
+from empathy_workflow import evaluation, io, runtime
+
+logger = runtime.start(snakemake)
+settings = snakemake.params.settings
+generations = evaluation.read_generations(snakemake.input.generations)
+logger.info("%s: %d generations", snakemake.wildcards.model, len(generations))
+# Read every input before the expensive steps, so a bad file fails fast.
+vad = evaluation.read_vad_lexicon(snakemake.input.vad)
+intensity = evaluation.read_intensity_lexicon(snakemake.input.intensity)
+word_counts = evaluation.document_frequencies(evaluation.ed_utterances(snakemake.input.train))
+classifier_metrics = {m: io.read_json(snakemake.input[f"{m}_metrics"]) for m in evaluation.MECHANISMS}
+classifiers = {m: snakemake.input[m] for m in evaluation.MECHANISMS}
+bertscore_model = snakemake.input.get("bertscore_model") or settings["bertscore"]["model"]
+
+metrics, per_item = evaluation.evaluate_generations(
+    generations, classifiers, bertscore_model, word_counts, vad, intensity, settings, classifier_metrics,
+    bertscore_source=snakemake.params.bertscore_source)
+metrics["model"] = snakemake.wildcards.model
+io.write_csv(snakemake.output.per_item, per_item)
+io.write_json(snakemake.output.metrics, metrics)

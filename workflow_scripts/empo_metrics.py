@@ -1,3 +1,9 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule empo_metrics: metrics.json = text metrics + lm_eval {TASK: accuracy}."""
 
-raise NotImplementedError("workflow_scripts/empo_metrics.py is not implemented yet")
+from empathy_workflow import evaluation, io, runtime
+
+logger = runtime.start(snakemake)
+metrics = evaluation.merge_lm_eval(io.read_json(snakemake.input.text), io.read_json(snakemake.input.lm_eval),
+                                   str(snakemake.input.lm_eval))
+logger.info("lm_eval: %s", metrics["lm_eval"])
+io.write_json(snakemake.output.metrics, metrics)

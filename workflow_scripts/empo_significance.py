@@ -1,3 +1,14 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule empo_significance: paired permutation tests and bootstrap intervals between every pair
+of EmPO models on the per-item scores -> significance.json."""
 
-raise NotImplementedError("workflow_scripts/empo_significance.py is not implemented yet")
+from empathy_workflow import evaluation, io, runtime
+
+logger = runtime.start(snakemake)
+tables = {model: evaluation.read_per_item(path)
+          for model, path in zip(snakemake.params.models, snakemake.input.per_item, strict=True)}
+result = evaluation.significance(tables, snakemake.params.settings, int(snakemake.params.seed))
+for record in result["comparisons"]:
+    if record["p_value"] is not None and record["p_value"] < 0.05:
+        logger.info("%s vs %s on %s: difference %.4f, p = %.4f", record["a"], record["b"], record["metric"],
+                    record["difference"], record["p_value"])
+io.write_json(snakemake.output.json, result)

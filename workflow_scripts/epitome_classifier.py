@@ -1,3 +1,29 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule epitome_classifier: fine-tune the encoder on EPITOME as one model with a level head per
+mechanism (er, ip, ex) and score each on the held-out pairs. Rule epitome_classifier_given: score
+one mechanism's given weights on the same held-out pairs."""
 
-raise NotImplementedError("workflow_scripts/epitome_classifier.py is not implemented yet")
+from empathy_workflow import evaluation, io, runtime
+
+logger = runtime.start(snakemake)
+settings = snakemake.params.settings
+seed = int(snakemake.params.seed)
+pairs, info = evaluation.read_epitome(snakemake.input.table)
+logger.info("EPITOME: %s", info)
+common = {"held_out_fraction": settings["held_out"], "seed": seed, "epitome": info,
+          "settings": {k: v for k, v in settings.items() if k != "weights"}}
+
+if "weights" in snakemake.input.keys():
+    mechanism = snakemake.wildcards.mechanism
+    results = {mechanism: evaluation.evaluate_given_classifier(pairs, mechanism, snakemake.input.weights,
+                                                               settings, seed)}
+    outputs = {mechanism: snakemake.output.metrics}
+else:
+    results = evaluation.train_epitome_classifier(pairs, snakemake.input.encoder, snakemake.output.model,
+                                                  settings, seed)
+    outputs = {m: snakemake.output[f"{m}_metrics"] for m in evaluation.MECHANISMS}
+
+for mechanism, metrics in results.items():
+    held = metrics["held_out"]
+    logger.info("%s held-out: accuracy %.3f (majority %.3f), macro F1 %.3f (majority %.3f), n=%d", mechanism,
+                held["accuracy"], held["majority_accuracy"], held["macro_f1"], held["majority_macro_f1"], held["n"])
+    io.write_json(outputs[mechanism], {**metrics, **common, "mechanism": mechanism})

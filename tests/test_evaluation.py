@@ -1,0 +1,340 @@
+"""EmPO evaluation metrics: each on hand-made cases with known answers, then the real models
+(BERTScore on the packaged encoder, a short EPITOME classifier run) and the rules end to end on
+generations made from the shipped EmpatheticDialogues conversations."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, RESOURCES, snakemake
+from empathy_workflow import data, evaluation
+from empathy_workflow.io import InputError, write_jsonl
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures: realistic generations from the shipped ED conversations.
+
+BLAND = ["I'm sorry to hear that.", "That sounds great!", "Oh no, what happened?",
+         "I see. How do you feel about it?", "That is nice."]
+
+
+def fixture_generations(n: int = 40, seed: int = 0) -> dict[str, list[dict]]:
+    """{model: records} in the generation stage's layout, from the shipped ED valid CSV: the
+    prompt is a conversation up to its last seeker turn, the reference the listener's reply.
+    base answers with a bland stock reply, sft with another conversation's reply (fluent but off
+    topic), dpo with the reference's first sentence plus a question."""
+    rows = data.read_ed_rows(RESOURCES / "empathetic_dialogues" / "valid.csv")
+    conversations = [c for c in data.ed_conversations(rows) if len(c["turns"]) >= 2][:n]
+    rng = np.random.default_rng(seed)
+    items = []
+    for conversation in conversations:
+        turns = conversation["turns"]
+        last = max(i for i, t in enumerate(turns) if t["role"] == "listener" and turns[i - 1]["role"] == "speaker")
+        prompt = [{"role": "user" if t["role"] == "speaker" else "assistant", "content": t["text"]}
+                  for t in turns[:last]]
+        items.append({"conv_id": conversation["conv_id"], "prompt": prompt, "reference": turns[last]["text"]})
+    out = {"base": [], "sft": [], "dpo": []}
+    for i, item in enumerate(items):
+        out["base"].append({**item, "generation": BLAND[int(rng.integers(len(BLAND)))]})
+        out["sft"].append({**item, "generation": items[(i + 1) % len(items)]["reference"]})
+        first = item["reference"].split(". ")[0].rstrip(".") + "."
+        out["dpo"].append({**item, "generation": f"{first} How are you feeling about it?"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def epitome_pairs(tmp_path_factory):
+    table = data.load_epitome({key: RESOURCES / "epitome" / f"{key.replace('_', '-')}-reddit.csv"
+                               for key in data.EPITOME_MECHANISMS})
+    path = tmp_path_factory.mktemp("epitome") / "epitome.csv"
+    table.to_csv(path, index=False)
+    return evaluation.read_epitome(path)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Diversity and specificity
+
+
+def test_tokenize():
+    assert evaluation.tokenize("I'm SO sad... really!") == ["i'm", "so", "sad", ".", ".", ".", "really", "!"]
+
+
+def test_distinct_n_by_hand():
+    corpus = [["a", "b", "a"], ["a", "b", "c"]]
+    # unigrams: a,b,a,a,b,c -> 3 distinct of 6; bigrams: ab, ba, ab, bc -> 3 of 4; trigrams: aba, abc -> 2 of 2
+    assert evaluation.distinct_n(corpus, 1) == pytest.approx(3 / 6)
+    assert evaluation.distinct_n(corpus, 2) == pytest.approx(3 / 4)
+    assert evaluation.distinct_n(corpus, 3) == pytest.approx(1.0)
+    assert evaluation.distinct_n([["a"]], 2) == 0.0
+
+
+def test_entropy_by_hand():
+    # a:2, b:1, c:1 -> H = 0.5*1 + 2*(0.25*2) = 1.5 bits
+    assert evaluation.ngram_entropy([["a", "b"], ["a", "c"]], 1) == pytest.approx(1.5)
+    # four equally likely bigrams: 2 bits
+    assert evaluation.ngram_entropy([["a", "b", "c"], ["d", "e", "f"]], 2) == pytest.approx(2.0)
+    assert evaluation.ngram_entropy([["x", "x", "x"]], 1) == 0.0
+
+
+def test_nidf_on_toy_counts():
+    table = evaluation.nidf_table({"the": 100, "cat": 10, "zebra": 1})
+    assert table == pytest.approx({"the": 0.0, "cat": 0.5, "zebra": 1.0})
+    # distinct tokens the, cat, and the unseen xyz (counts 1): (0 + 0.5 + 1) / 3
+    assert evaluation.specificity(["the", "cat", "cat", "xyz"], table) == pytest.approx(0.5)
+    assert evaluation.specificity([], table) == 0.0
+
+
+def test_document_frequencies_count_once_per_text():
+    counts = evaluation.document_frequencies(["the cat the cat", "the dog", "A dog!"])
+    assert counts["the"] == 2 and counts["cat"] == 1 and counts["dog"] == 2 and counts["!"] == 1
+
+
+def test_diversity_summary():
+    summary, per_item = evaluation.diversity(["Hi there", "hi you", ""], {"hi": 0.0, "there": 1.0, "you": 0.5})
+    assert summary["unique_first_words"] == 1
+    assert summary["unique_first_words_ratio"] == pytest.approx(1 / 3)
+    assert summary["mean_length"] == pytest.approx(4 / 3)
+    assert summary["empty_responses"] == 1
+    assert per_item["nidf"].tolist() == pytest.approx([0.5, 0.25, 0.0])
+    assert summary["distinct_1"] == pytest.approx(3 / 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Valence, arousal, dominance, intensity
+
+TOY_VAD = {"happy": (0.9, 0.6, 0.7), "sad": (0.1, 0.3, 0.2), "angry": (0.2, 0.9, 0.6)}
+TOY_INTENSITY = {"angry": 0.8, "happy": 0.5}
+
+
+def test_emotion_differences_on_toy_lexicon():
+    summary, per_item = evaluation.emotion_differences(
+        ["I am so angry and sad", "happy"], ["Sad to hear", "the weather"], TOY_VAD, TOY_INTENSITY)
+    # item 1: context max V=0.2 A=0.9 D=0.6 I=0.8; response (sad) V=0.1 A=0.3 D=0.2 I=0
+    # item 2: context (happy) V=0.9 A=0.6 D=0.7 I=0.5; response has no lexicon word: all 0
+    assert per_item["diff_max_v"].tolist() == pytest.approx([0.1, 0.9])
+    assert per_item["diff_max_a"].tolist() == pytest.approx([0.6, 0.6])
+    assert per_item["diff_max_d"].tolist() == pytest.approx([0.4, 0.7])
+    assert per_item["diff_max_intensity"].tolist() == pytest.approx([0.8, 0.5])
+    assert summary["diff_max_v"] == pytest.approx(0.5)
+    assert summary["abs_diff_max_v"] == pytest.approx(0.5)
+    assert summary["abs_diff_max_v_std"] == pytest.approx(np.std([0.1, 0.9], ddof=1))
+    assert summary["abs_diff_max_a_std"] == pytest.approx(0.0)
+
+
+def test_emotion_difference_sign_and_absolute():
+    summary, _ = evaluation.emotion_differences(["sad", "happy"], ["happy", "sad"], TOY_VAD, {})
+    assert summary["diff_max_v"] == pytest.approx(0.0)  # +0.8 and -0.8 cancel in EmPO's signed mean
+    assert summary["abs_diff_max_v"] == pytest.approx(0.8)
+
+
+def test_lexicon_readers(tmp_path):
+    vad = tmp_path / "vad.csv"
+    vad.write_text("word,valence,arousal,dominance\nnull,0.5,0.4,0.3\nJoy,0.9,0.5,0.6\n")
+    assert evaluation.read_vad_lexicon(vad) == {"null": (0.5, 0.4, 0.3), "joy": (0.9, 0.5, 0.6)}
+    intensity = tmp_path / "intensity.csv"
+    intensity.write_text("word,emotion,intensity\nrage,anger,0.9\nrage,fear,0.4\ncalm,trust,0.2\n")
+    assert evaluation.read_intensity_lexicon(intensity) == {"rage": 0.9, "calm": 0.2}
+    intensity.write_text("word,emotion,intensity\nrage,anger,high\n")
+    with pytest.raises(InputError, match="row 2, column 'intensity'"):
+        evaluation.read_intensity_lexicon(intensity)
+
+
+# ---------------------------------------------------------------------------------------------
+# diff-Epitome
+
+
+def test_diff_epitome_on_given_levels():
+    summary, per_item = evaluation.diff_epitome(
+        {"er": [0, 2, 1], "ip": [0, 0, 0], "ex": [2, 2, 2]},
+        {"er": [0, 0, 1], "ip": [0, 0, 0], "ex": [0, 1, 2]})
+    assert summary["er"] == pytest.approx(4 / 3)
+    assert summary["ip"] == 0.0
+    assert summary["ex"] == pytest.approx(5 / 3)
+    assert summary["mean"] == pytest.approx(1.0)
+    assert per_item["diff_epitome_mean"].tolist() == pytest.approx([4 / 3, 5 / 3, 0.0])
+
+
+def test_read_generations_rejects_bad_records(tmp_path):
+    path = tmp_path / "g.jsonl"
+    good = {"conv_id": "c1", "prompt": [{"role": "user", "content": "hi"}], "reference": "r", "generation": "g"}
+    write_jsonl(path, [good, {**good, "prompt": [{"role": "assistant", "content": "x"}]}])
+    with pytest.raises(InputError, match="line 2: the prompt's last message has role 'assistant'"):
+        evaluation.read_generations(path)
+    write_jsonl(path, [good, {**good, "generation": None}])
+    with pytest.raises(InputError, match="line 2: 'generation' must be a string"):
+        evaluation.read_generations(path)
+    write_jsonl(path, [good, good])
+    assert evaluation.read_generations(path)["item"].tolist() == [0, 1]
+
+
+def test_read_epitome_pairs(epitome_pairs):
+    assert set(epitome_pairs.columns) >= {"seeker_post", "response_post", "level_er", "level_ip", "level_ex"}
+    assert len(epitome_pairs) == 3023  # 3,084 rows per mechanism, 61 repeated pairs
+    train, test = evaluation.epitome_split(epitome_pairs, 0.2, 7)
+    assert len(set(train) & set(test)) == 0 and len(train) + len(test) == len(epitome_pairs)
+    again = evaluation.epitome_split(epitome_pairs, 0.2, 7)
+    assert (again[1] == test).all()
+    # stratified: each mechanism's level shares match within a few points
+    for m in evaluation.MECHANISMS:
+        whole = epitome_pairs[f"level_{m}"].value_counts(normalize=True)
+        held = epitome_pairs.iloc[test][f"level_{m}"].value_counts(normalize=True)
+        assert (whole - held).abs().max() < 0.03
+
+
+def test_classification_scores_by_hand():
+    scores = evaluation.classification_scores([0, 0, 0, 1, 2], [0, 0, 1, 1, 0])
+    assert scores["accuracy"] == pytest.approx(3 / 5)
+    assert scores["majority_accuracy"] == pytest.approx(3 / 5)
+    # F1: level 0: p=2/3 r=2/3 -> 2/3; level 1: p=1/2 r=1 -> 2/3; level 2: 0
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    assert scores["confusion_matrix"] == [[2, 1, 0], [0, 1, 0], [1, 0, 0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Significance
+
+
+def test_permutation_identical_scores_give_p_one():
+    scores = np.random.default_rng(1).random(30)
+    assert evaluation.paired_permutation_test(scores, scores, 500, np.random.default_rng(0)) == 1.0
+
+
+def test_permutation_extreme_shift_gives_small_p():
+    rng = np.random.default_rng(2)
+    a = rng.random(30)
+    p = evaluation.paired_permutation_test(a + 1.0, a, 999, np.random.default_rng(0))
+    # every difference is +1: only the all-plus (and all-minus) sign patterns are as extreme,
+    # probability 2 / 2^30, so the estimate is (1 + 0) / (1 + 999)
+    assert p == pytest.approx(1 / 1000)
+
+
+def test_permutation_exact_small_case():
+    # differences (1, 1): sign patterns ++, --, +-, -+; |mean| = 1, 1, 0, 0 -> exact p = 1/2
+    p = evaluation.paired_permutation_test([1, 1], [0, 0], 20000, np.random.default_rng(0))
+    assert p == pytest.approx(0.5, abs=0.02)
+
+
+def test_bootstrap_is_deterministic_and_brackets_the_mean():
+    values = np.random.default_rng(3).normal(size=50)
+    first = evaluation.bootstrap_interval(values, 1000, np.random.default_rng(5))
+    second = evaluation.bootstrap_interval(values, 1000, np.random.default_rng(5))
+    assert first == second
+    assert first[0] < values.mean() < first[1]
+    assert evaluation.bootstrap_interval([2.0] * 10, 100, np.random.default_rng(0)) == (2.0, 2.0)
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.02, 0.04 -> 3*0.01=0.03, max(0.03, 2*0.02)=0.04, max(0.04, 0.04)=0.04
+    assert evaluation.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+
+
+def test_significance_tables_are_paired_and_seeded():
+    rng = np.random.default_rng(4)
+    base = pd.DataFrame({"conv_id": [f"c{i}" for i in range(40)], "item": 0, "nidf": rng.random(40)})
+    better = base.assign(nidf=base["nidf"] + 0.5).iloc[::-1]  # row order must not matter
+    settings = {"permutations": 200, "bootstrap": 200}
+    result = evaluation.significance({"base": base, "dpo": better, "same": base}, settings, seed=1,
+                                     metrics=["nidf"])
+    again = evaluation.significance({"base": base, "dpo": better, "same": base}, settings, seed=1,
+                                    metrics=["nidf"])
+    assert json.dumps(result, sort_keys=True) == json.dumps(again, sort_keys=True)
+    by_pair = {(c["a"], c["b"]): c for c in result["comparisons"]}
+    assert by_pair[("base", "dpo")]["difference"] == pytest.approx(-0.5)
+    assert by_pair[("base", "dpo")]["p_value"] == pytest.approx(1 / 201)
+    assert by_pair[("base", "same")]["p_value"] == 1.0
+    assert by_pair[("base", "dpo")]["ci_low"] == pytest.approx(-0.5) == by_pair[("base", "dpo")]["ci_high"]
+    low, high = result["models"]["base"]["nidf"]["ci_low"], result["models"]["base"]["nidf"]["ci_high"]
+    assert low < base["nidf"].mean() < high
+
+
+def test_merge_lm_eval():
+    merged = evaluation.merge_lm_eval({"bertscore": {}}, {"results": {"mmlu_local": {"acc,none": 0.3,
+                                                                                     "acc_stderr,none": 0.1}}})
+    assert merged["lm_eval"] == {"mmlu_local": 0.3}
+    with pytest.raises(InputError, match="no accuracy"):
+        evaluation.merge_lm_eval({}, {"results": {"x": {"f1": 0.3}}})
+
+
+# ---------------------------------------------------------------------------------------------
+# Real models: BERTScore on the packaged encoder, a short EPITOME classifier run
+
+
+def test_bertscore_identical_strings(prepared_models):
+    encoder = str(prepared_models / "encoder")
+    texts = ["I am so sorry to hear about your dog.", "That sounds like a wonderful trip!"]
+    scores = evaluation.bertscore(texts, texts, encoder, num_layers=6)
+    assert scores["bertscore_f1"].to_numpy() == pytest.approx([1.0, 1.0], abs=1e-4)
+    other = evaluation.bertscore(texts, ["The stock market fell today.", "Please pass the salt."], encoder, 6)
+    assert (other["bertscore_f1"] < 0.9).all()
+    with pytest.raises(InputError, match="no baseline"):
+        evaluation.bertscore(texts, texts, encoder, 6, rescale_with_baseline=True)
+
+
+def test_classifier_training_beats_majority_and_is_seeded(prepared_models, epitome_pairs, tmp_path):
+    """A short run on a subset: macro F1 above the majority-class baseline's for at least one
+    mechanism (measured: see benchmarks/evaluation.md), and the same seed gives the same numbers."""
+    settings = {"held_out": 0.15, "max_train_examples": 400, "max_length": 64, "epochs": 1, "batch_size": 16,
+                "learning_rate": 1e-4}
+    encoder = prepared_models / "encoder"
+    result = evaluation.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "a", settings, seed=3)
+    margins = {m: r["held_out"]["macro_f1"] - r["held_out"]["majority_macro_f1"] for m, r in result.items()}
+    print("macro F1 margin over the majority class:", margins)
+    assert max(margins.values()) > 0.05
+    # A tiny second and third run for determinism (same seed, same held-out predictions).
+    small = {**settings, "max_train_examples": 32, "max_length": 32, "held_out": 0.05}
+    one = evaluation.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "b", small, seed=5)
+    two = evaluation.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "c", small, seed=5)
+    assert json.dumps(one, sort_keys=True).replace("/c", "/b") == json.dumps(two, sort_keys=True).replace("/c", "/b")
+    # The saved joint model loads back and predicts one level per mechanism.
+    levels = evaluation.predict_levels({m: tmp_path / "b" for m in evaluation.MECHANISMS},
+                                       ["I lost my job."], ["I'm so sorry. What happened?"], 32, 4)
+    assert set(levels) == {"er", "ip", "ex"} and all(v[0] in (0, 1, 2) for v in levels.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules end to end on fixture generations
+
+
+def test_evaluation_rules_end_to_end(prepared_models, tmp_path):
+    (tmp_path / "results" / "models").mkdir(parents=True)
+    shutil.copytree(prepared_models / "encoder", tmp_path / "results" / "models" / "encoder")
+    for model, records in fixture_generations(12).items():
+        write_jsonl(tmp_path / "results" / "empo" / "generations" / f"{model}.jsonl", records)
+    config = tmp_path / "eval.yaml"
+    config.write_text(
+        "empo:\n  evaluation:\n    epitome: {max_train_examples: 64, max_length: 48, epochs: 1}\n"
+        "    significance: {permutations: 50, bootstrap: 50}\n")
+    targets = [f"results/empo/eval/{m}/text_metrics.json" for m in ("base", "sft", "dpo")]
+    targets.append("results/empo/eval/significance.json")
+    # Only the data and evaluation rules may run: the fixture generations stand in for the EmPO stage.
+    snakemake(tmp_path, "--cores", "2", *targets, "--allowed-rules", "prepare_epitome", "prepare_lexicons",
+              "prepare_empathetic_dialogues", "epitome_classifier", "empo_evaluate", "empo_significance",
+              configfiles=[config])
+    metrics = {m: json.loads((tmp_path / f"results/empo/eval/{m}/text_metrics.json").read_text())
+               for m in ("base", "sft", "dpo")}
+    for m, values in metrics.items():
+        assert set(values["diff_epitome"]) == {"er", "ip", "ex", "mean"}
+        assert set(values["bertscore"]) >= {"precision", "recall", "f1"}
+        assert values["bertscore"]["rescale_with_baseline"] is False
+        assert values["n_items"] == 12
+        for key in ("distinct_1", "distinct_2", "distinct_3", "entropy_2", "mean_length", "nidf"):
+            assert math.isfinite(values["diversity"][key])
+        assert math.isfinite(values["vad"]["abs_diff_max_v"])
+    # base repeats five stock replies: least diverse; dpo keeps the reference's first sentence:
+    # closest to it by BERTScore
+    assert metrics["base"]["diversity"]["distinct_1"] < metrics["sft"]["diversity"]["distinct_1"]
+    assert metrics["dpo"]["bertscore"]["f1"] > metrics["sft"]["bertscore"]["f1"]
+    per_item = pd.read_csv(tmp_path / "results/empo/eval/dpo/per_item.csv")
+    assert len(per_item) == 12 and {"conv_id", "diff_er", "bertscore_f1", "nidf", "abs_diff_max_v"} <= set(per_item)
+    significance = json.loads((tmp_path / "results/empo/eval/significance.json").read_text())
+    assert {(c["a"], c["b"]) for c in significance["comparisons"]} == {("base", "sft"), ("base", "dpo"),
+                                                                       ("sft", "dpo")}
+    for mechanism in ("er", "ip", "ex"):
+        held = json.loads((tmp_path / f"results/empo/epitome/{mechanism}_metrics.json").read_text())["held_out"]
+        assert 0 <= held["accuracy"] <= 1 and held["n"] > 500
