@@ -127,7 +127,7 @@ def slurm_cluster():
         yield cluster
     finally:
         cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
+        cluster.cleanup()
         print("slurm test timings (s):", {k: round(v, 1) for k, v in TIMINGS.items()})
 
 

@@ -88,6 +88,8 @@ class LocalSlurm:
         key = self.root / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
+        if self.prefix:  # munged (run through sudo) wants a root-owned key
+            self._root_run("chown", "root:root", str(key))
         values = dict(
             root=self.root, node=self.node, partition=self.PARTITION, cpus=self.cpus,
             memory_mb=self.memory_mb, gpus=self.gpus, ctld_port=_free_port(), slurmd_port=_free_port(),
@@ -194,6 +196,13 @@ class LocalSlurm:
                 process.wait(timeout=10)
         if self.linked_default_conf and DEFAULT_CONF.is_symlink() and os.readlink(DEFAULT_CONF) == str(self.conf):
             self._root_run("rm", "-f", str(DEFAULT_CONF))
+
+    def cleanup(self) -> None:
+        """Remove the cluster's directory (the daemons wrote into it as root)."""
+        if self.prefix:
+            self._root_run("rm", "-rf", str(self.root))
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def _signal(self, process: subprocess.Popen, sig: int) -> None:
         if self.prefix:  # started through sudo: signal it with sudo's rights (sudo relays it)
