@@ -50,8 +50,6 @@ else:
         benchmark:
             "results/benchmarks/evaluation/epitome.tsv"
         threads: 2
-        resources:
-            gpu=1,
         conda:
             "../envs/evaluation.yaml"
         script:
@@ -123,8 +121,6 @@ rule empo_lm_eval:
     benchmark:
         "results/benchmarks/evaluation/lm_eval_{model}.tsv"
     threads: 2
-    resources:
-        gpu=1,
     wildcard_constraints:
         model="|".join(EMPO_MODELS),
     conda:
