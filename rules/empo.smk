@@ -130,7 +130,7 @@ rule empo_generate:
         settings=config["empo"]["generation"],
         system_prompt=config["empo"]["system_prompt"],
         seed=SEED,
-        code=code_version("preference", "generation"),
+        code=code_version("preference", "training", "generation"),
     log:
         "results/logs/empo/generate_{model}.log",
     benchmark:

@@ -1,3 +1,19 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule empo_generate: answers of one EmPO model (base, sft or a preference run) to the ED test
+prompts, batched (empathy_workflow.generation)."""
 
-raise NotImplementedError("workflow_scripts/empo_generate.py is not implemented yet")
+from empathy_workflow import generation, runtime
+from empathy_workflow.io import write_jsonl
+
+logger = runtime.start(snakemake)
+adapter = snakemake.input.get("adapter")  # none for base
+records = generation.run(
+    test_path=snakemake.input.test,
+    model_dir=snakemake.input.model,
+    adapter_dir=adapter,
+    settings=snakemake.params.settings,
+    system_prompt=snakemake.params.system_prompt,
+    seed=int(snakemake.params.seed),
+)
+write_jsonl(snakemake.output.generations, records)
+logger.info("wrote %d generations of %s to %s", len(records), snakemake.wildcards.model,
+            snakemake.output.generations)

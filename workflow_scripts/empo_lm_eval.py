@@ -1,3 +1,17 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule empo_lm_eval: retained general ability (MMLU 5-shot by default) of one EmPO model with
+lm-evaluation-harness; the adapter goes through lm-eval's `peft=` argument."""
 
-raise NotImplementedError("workflow_scripts/empo_lm_eval.py is not implemented yet")
+from empathy_workflow import runtime
+from empathy_workflow.io import write_json
+from empathy_workflow.lm_eval_tasks import runner
+
+logger = runtime.start(snakemake)
+summary = runner.run(
+    settings=snakemake.params.settings,
+    questions_path=snakemake.input.mmlu,
+    model_dir=snakemake.input.model,
+    adapter_dir=snakemake.input.get("adapter"),
+    seed=int(snakemake.params.seed),
+)
+write_json(snakemake.output.results, summary)
+logger.info("lm-eval %s: %s", snakemake.wildcards.model, summary["scores"])

@@ -1,0 +1,120 @@
+"""Batched generation against one prompt at a time, on the same ED prompts and the same policy.
+
+    python benchmarks/bench_generation.py --model results/models/policy [--prompts 32]
+        [--batch-sizes 8 16 32] [--max-new-tokens 48] [--threads 2] [--stage-run DIR]
+
+Both paths use empathy_workflow.generation (greedy, KV cache); one-at-a-time is batch size 1 with
+no padding, which is what the EmPO code's per-prompt text-generation pipeline call amounts to.
+Checks that every batch size gives the same texts as one-at-a-time, then writes
+benchmarks/generation.md. With --stage-run, the Snakemake benchmark files of a finished run in
+DIR (results/benchmarks/empo/generate_*.tsv, results/benchmarks/evaluation/lm_eval_*.tsv) are
+tabulated too: the evaluation stage's wall-clock times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow_scripts"))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def ed_prompts(n: int, seed: int) -> list[list[dict]]:
+    """`n` prompts from the shipped ED validation CSV, built as the workflow builds them."""
+    from empo_fixtures import ed_conversations
+    from empathy_workflow import preference
+
+    records = preference.usable_conversations(ed_conversations())
+    chosen = preference.select_conversations(records, n, seed, salt="bench")
+    return [preference.prompt_messages(record) for record in chosen]
+
+
+def timed(function):
+    started = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - started
+
+
+def stage_times(run_dir: Path) -> list[tuple[str, float]]:
+    import pandas as pd
+
+    rows = []
+    for pattern in ("results/benchmarks/empo/generate_*.tsv", "results/benchmarks/evaluation/lm_eval_*.tsv",
+                    "results/benchmarks/evaluation/evaluate_*.tsv", "results/benchmarks/evaluation/epitome_*.tsv"):
+        for path in sorted(run_dir.glob(pattern)):
+            rows.append((path.stem, float(pd.read_csv(path, sep="\t")["s"].iloc[0])))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=str(REPO / "results" / "models" / "policy"))
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--stage-run", type=Path, help="a working directory where the evaluation stage ran")
+    parser.add_argument("--note", default="", help="a line about the conditions (e.g. other load)")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "generation.md")
+    args = parser.parse_args()
+
+    import torch
+
+    from empathy_workflow import generation
+
+    torch.set_num_threads(args.threads)
+    prompts = ed_prompts(args.prompts, args.seed)
+    model, tokenizer = generation.load_model(args.model)
+    settings = {"max_new_tokens": args.max_new_tokens, "do_sample": False}
+    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"])
+               for text in generation.render_prompts(tokenizer, prompts)]
+    load_before = os.getloadavg()
+
+    single, single_time = timed(lambda: generation.generate_one_at_a_time(model, tokenizer, prompts, settings))
+    print(f"one at a time: {single_time:.1f} s", flush=True)
+    rows = [("1 (one at a time, no padding)", single_time, 1.0, len(prompts))]
+    for batch_size in args.batch_sizes:
+        batched, batched_time = timed(lambda: generation.generate(model, tokenizer, prompts, settings,
+                                                                  batch_size=batch_size, progress=False))
+        same = sum(a == b for a, b in zip(batched, single))
+        print(f"batch {batch_size}: {batched_time:.1f} s, {same}/{len(prompts)} identical", flush=True)
+        rows.append((str(batch_size), batched_time, single_time / batched_time, same))
+    load_after = os.getloadavg()
+
+    lines = [
+        "# Generation: batched against one prompt at a time",
+        "",
+        "Made by `python benchmarks/bench_generation.py " + " ".join(sys.argv[1:]) + "`.",
+        "",
+        f"- {len(prompts)} ED prompts (chat template, generation prompt), {min(lengths)}-{max(lengths)} tokens "
+        f"(mean {sum(lengths) / len(lengths):.0f}); greedy, at most {args.max_new_tokens} new tokens, KV cache.",
+        f"- policy {args.model} (fp32), torch {torch.__version__}, {args.threads} thread(s), "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after." + (f" {args.note}" if args.note else ""),
+        "- One at a time = batch size 1, no padding (what the EmPO code's per-prompt pipeline call does).",
+        "  Batched = prompts sorted by length, left-padded batches, outputs put back in input order.",
+        "",
+        "| batch size | seconds | speed-up | texts identical to one-at-a-time |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {seconds:.1f} | {speedup:.1f}x | {same}/{len(prompts)} |"
+              for name, seconds, speedup, same in rows]
+    if args.stage_run:
+        times = stage_times(args.stage_run)
+        lines += ["", f"## Evaluation stage, default config ({args.stage_run})", "",
+                  "Snakemake `benchmark:` wall-clock seconds per job.", "", "| job | seconds |", "|---|---|"]
+        lines += [f"| {name} | {seconds:.1f} |" for name, seconds in times]
+        lines += [f"| **total** | **{sum(seconds for _, seconds in times):.1f}** |"]
+    args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
