@@ -8,19 +8,24 @@ def similarity_test_table(wildcards):
 
 
 def similarity_model_inputs(wildcards):
-    """What a method's predictions need besides the test table."""
+    """What a method's predictions need besides the test table: the model (and adapter), and for
+    the Urdu pairs the per-annotator ratings (model vs single annotators)."""
     method = wildcards.method
     settings = config["similarity"]
     if method == "zeroshot":
-        return {"model": model_dir(settings["zeroshot"]["encoder"])}
-    if method == "contrastive":
-        return {"model": "results/similarity/contrastive/model"}
-    if method == "llm_zeroshot":
-        return {"model": model_dir(settings["llm"]["model"])}
-    return {
-        "model": model_dir(settings["llm"]["model"]),
-        "adapter": "results/similarity/llm_sft/adapter",
-    }
+        inputs = {"model": model_dir(settings["zeroshot"]["encoder"])}
+    elif method == "contrastive":
+        inputs = {"model": "results/similarity/contrastive/model"}
+    elif method == "llm_zeroshot":
+        inputs = {"model": model_dir(settings["llm"]["model"])}
+    else:
+        inputs = {
+            "model": model_dir(settings["llm"]["model"]),
+            "adapter": "results/similarity/llm_sft/adapter",
+        }
+    if wildcards.testset == "urdu_stories":
+        inputs["ratings"] = "results/data/urdu_stories/ratings.csv"
+    return inputs
 
 
 def similarity_settings(wildcards):
@@ -63,7 +68,7 @@ rule similarity_train_llm:
         text=config["similarity"]["text"],
         checkpoints="results/checkpoints/similarity/llm_sft",
         seed=SEED,
-        code=code_version("similarity", "training"),
+        code=code_version("similarity"),
     log:
         "results/logs/similarity/train_llm.log",
     benchmark:
@@ -80,6 +85,8 @@ rule similarity_predict:
         unpack(similarity_model_inputs),
         train="results/data/empathic_stories/train.csv",
         test=similarity_test_table,
+        # says whether train/test are a re-split: every metrics.json carries that note
+        split_info="results/data/empathic_stories/split_info.json",
     output:
         predictions="results/similarity/{method}/{testset}/predictions.csv",
         metrics="results/similarity/{method}/{testset}/metrics.json",

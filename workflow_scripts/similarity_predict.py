@@ -1,3 +1,41 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule similarity_predict: one method on one test set -> predictions.csv, metrics.json, scatter.png."""
 
-raise NotImplementedError("workflow_scripts/similarity_predict.py is not implemented yet")
+from empathy_workflow import metrics, runtime, similarity
+from empathy_workflow.io import write_csv, write_json
+
+logger = runtime.start(snakemake)  # noqa: F821 (snakemake is injected)
+method, test_set = snakemake.wildcards.method, snakemake.wildcards.testset
+settings = similarity.jsonable(dict(snakemake.params.settings))
+text = settings.pop("text")
+test, used = similarity.load_pairs(snakemake.input.test, text)
+train, _ = similarity.load_pairs(snakemake.input.train, text)
+split = similarity.split_note(test_set, snakemake.input.split_info)
+logger.info("%s on %s: %d test pairs (text: %s)", method, test_set, len(test), used)
+
+predictions, details = similarity.predict(method, test, train, snakemake.input.model, settings,
+                                          adapter_path=snakemake.input.get("adapter"))
+scores = metrics.similarity_metrics(predictions.gold, predictions.predicted)
+result = {
+    **scores,
+    "method": method,
+    "test_set": test_set,
+    "gold": "empathy: mean of the annotators' ratings (1-4)",
+    "split": split,
+    "text": used,
+    "text_requested": text,
+    "settings": settings,
+    "model": snakemake.input.model,
+    **details,
+}
+if "predicted_argmax" in predictions:
+    argmax = metrics.similarity_metrics(predictions.gold, predictions.predicted_argmax)
+    result["argmax"] = {k: argmax[k] for k in ("pearson", "spearman", "mse", "accuracy", "precision", "recall", "f1")}
+if snakemake.input.get("ratings"):
+    result["per_annotator"] = similarity.per_annotator_scores(predictions, snakemake.input.ratings)
+write_csv(snakemake.output.predictions, predictions)
+write_json(snakemake.output.metrics, result)
+pearson = scores["pearson"]
+similarity.scatter_plot(predictions, snakemake.output.plot,
+                        f"{method} on {test_set} (n={scores['n']}, r={pearson:.2f})" if pearson is not None
+                        else f"{method} on {test_set} (n={scores['n']})")
+logger.info("%s on %s: %s", method, test_set, {k: scores[k] for k in ("pearson", "spearman", "mse", "f1")})

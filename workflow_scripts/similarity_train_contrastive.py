@@ -1,3 +1,15 @@
-"""Rule script: not implemented yet (a later issue fills this stage)."""
+"""Rule similarity_train_contrastive: fine-tune the sentence encoder (sentence-transformers trainer)."""
 
-raise NotImplementedError("workflow_scripts/similarity_train_contrastive.py is not implemented yet")
+from empathy_workflow import runtime, similarity
+from empathy_workflow.io import write_json
+
+logger = runtime.start(snakemake)  # noqa: F821 (snakemake is injected)
+text = snakemake.params.text
+train, used = similarity.load_pairs(snakemake.input.train, text)
+dev, _ = similarity.load_pairs(snakemake.input.dev, text)
+logger.info("training pairs: %d (text: %s), dev pairs: %d", len(train), used, len(dev))
+info = similarity.train_contrastive(snakemake.input.encoder, train, dev, dict(snakemake.params.settings),
+                                    int(snakemake.params.seed), snakemake.output.model)
+info["text"] = used
+write_json(f"{snakemake.output.model}/training_info.json", similarity.jsonable(info))
+logger.info("saved %s: %s", snakemake.output.model, info)

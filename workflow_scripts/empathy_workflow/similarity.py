@@ -1,1 +1,722 @@
-"""similarity: to be written."""
+"""Empathic similarity models (Manzoor et al. 2024): given two personal narratives, predict how much
+their narrators would empathise with each other on the 1-4 scale.
+
+Methods
+- zeroshot: cosine similarity of a pretrained sentence encoder's embeddings, mapped onto 1-4 by an
+  isotonic (monotone) regression fitted on the training split.
+- contrastive: the encoder fine-tuned with sentence-transformers' own SentenceTransformerTrainer and
+  one of its losses (mnrl on triplets as in the paper, cosine, cosent, angle, online_contrastive);
+  then the same cosine -> isotonic mapping.
+- llm_sft: LoRA fine-tuning of a causal LM with trl's SFTTrainer on prompt/completion examples
+  (loss on the answer only), both story orders; llm_zeroshot: the untuned model.
+  Both predict by scoring the seven allowed answers "1", "1.5", ..., "4" with the model's
+  log-probabilities (no free text is parsed): the expected score and the most likely answer.
+
+Shared LoRA/trainer helpers live here for now (see `lora_config`, `training_device`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .io import InputError, read_csv, read_json, require_numeric
+
+logger = logging.getLogger(__name__)
+
+SCALE = (1.0, 4.0)
+ANSWERS = ("1", "1.5", "2", "2.5", "3", "3.5", "4")
+ANSWER_VALUES = np.array([float(answer) for answer in ANSWERS])
+ENCODER_METHODS = ("zeroshot", "contrastive")
+LLM_METHODS = ("llm_zeroshot", "llm_sft")
+LOSSES = ("mnrl", "cosine", "cosent", "angle", "online_contrastive")
+
+# The annotation instruction given to the LLM (EmpathicStories' question, condensed).
+INSTRUCTION = (
+    "You rate pairs of personal stories. Read both narratives and judge how much their two narrators "
+    "would empathize with each other: how similar their experiences are in the main event, the "
+    "emotions they felt and the moral or lesson. Answer with one number on a scale from 1 (not at "
+    "all) to 4 (very much), in steps of 0.5: 1, 1.5, 2, 2.5, 3, 3.5 or 4."
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def load_pairs(path: str | os.PathLike, text: str) -> tuple[pd.DataFrame, str]:
+    """A pairs table -> (frame with pair_id, text_a, text_b, gold, used text, "summary"/"story").
+
+    `text` is "summary" or "story". A table without summaries (the Urdu pairs) falls back to the
+    stories; the returned name says which text was used, so metrics.json can report it.
+    """
+    if text not in ("summary", "story"):
+        raise InputError(f"similarity.text: {text!r} is not 'summary' or 'story'")
+    frame = read_csv(path, required=("pair_id", "story_a", "story_b", "empathy"), what="pairs table")
+    used = text
+    if text == "summary" and not {"summary_a", "summary_b"} <= set(frame.columns):
+        used = "story"  # e.g. the Urdu pairs have no summaries
+    columns = ("summary_a", "summary_b") if used == "summary" else ("story_a", "story_b")
+    for column in columns:
+        empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+        if empty.any():
+            row = int(empty.to_numpy().nonzero()[0][0])
+            raise InputError(f"{path}: row {row + 2}, column {column!r}: empty text")
+    if frame["pair_id"].duplicated().any():
+        duplicate = frame["pair_id"][frame["pair_id"].duplicated()].iloc[0]
+        raise InputError(f"{path}: column 'pair_id': {duplicate!r} occurs more than once")
+    gold = require_numeric(frame, "empathy", path, low=SCALE[0], high=SCALE[1])
+    result = pd.DataFrame({
+        "pair_id": frame["pair_id"].astype(str),
+        "text_a": frame[columns[0]].astype(str),
+        "text_b": frame[columns[1]].astype(str),
+        "gold": gold.astype(float),
+    })
+    return result, used
+
+
+def split_note(test_set: str, info_path: str | os.PathLike | None) -> str:
+    """What the reader must know about where the test pairs (and the training pairs) come from."""
+    info = read_json(info_path) if info_path else {}
+    resplit = bool(info.get("resplit"))
+    training = ("EmpathicStories train, re-split (seeded re-split of the shipped dev+test pairs; "
+                "not the official split)" if resplit else "EmpathicStories official train split")
+    if test_set == "urdu_stories":
+        return f"Urdu story pairs (test only, all pairs); models trained on {training}"
+    if resplit:
+        seed = info.get("seed")
+        return (f"re-split: EmpathicStories test part of a seeded re-split (seed {seed}) of the shipped "
+                f"dev+test pairs; not comparable with the paper's official test set")
+    return "EmpathicStories official test split"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentence encoders: zero-shot and contrastive
+
+
+def torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_encoder(path: str | os.PathLike, max_seq_length: int | None = None):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device=torch_device(), local_files_only=True)
+    if max_seq_length:
+        model.max_seq_length = int(max_seq_length)
+    return model
+
+
+def cosine_scores(model, texts_a: Sequence[str], texts_b: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    """Cosine similarity of each (a, b) pair. Unique texts are encoded once."""
+    unique = sorted(set(texts_a) | set(texts_b))
+    embeddings = model.encode(unique, batch_size=batch_size, convert_to_numpy=True,
+                              normalize_embeddings=True, show_progress_bar=False)
+    index = {text: i for i, text in enumerate(unique)}
+    a = embeddings[[index[t] for t in texts_a]]
+    b = embeddings[[index[t] for t in texts_b]]
+    return np.sum(a * b, axis=1).astype(float)
+
+
+def fit_calibration(cosines: np.ndarray, gold: np.ndarray):
+    """Monotone map cosine -> 1-4 fitted on the training pairs (clipped outside their range)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    calibration = IsotonicRegression(y_min=SCALE[0], y_max=SCALE[1], increasing=True, out_of_bounds="clip")
+    calibration.fit(np.asarray(cosines, dtype=float), np.asarray(gold, dtype=float))
+    return calibration
+
+
+def encoder_predictions(model_path, train: pd.DataFrame, test: pd.DataFrame, batch_size: int = 32,
+                        max_seq_length: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """Cosines of train and test pairs; the isotonic map fitted on train, applied to test."""
+    model = load_encoder(model_path, max_seq_length)
+    logger.info("encoding %d train and %d test pairs with %s (max_seq_length %d)",
+                len(train), len(test), model_path, model.max_seq_length)
+    train_cos = cosine_scores(model, list(train.text_a), list(train.text_b), batch_size)
+    test_cos = cosine_scores(model, list(test.text_a), list(test.text_b), batch_size)
+    calibration = fit_calibration(train_cos, train.gold.to_numpy())
+    predicted = calibration.predict(test_cos)
+    frame = pd.DataFrame({"pair_id": test.pair_id, "gold": test.gold, "predicted": predicted, "cosine": test_cos})
+    details = {
+        "calibration": f"isotonic regression of gold on cosine, fitted on the training split (n={len(train)})",
+        "max_seq_length": int(model.max_seq_length),
+        "train_cosine_pearson": float(np.corrcoef(train_cos, train.gold)[0, 1]),
+    }
+    return frame, details
+
+
+def positive_threshold(gold: np.ndarray) -> float:
+    """Pairs strictly above the training median count as positives (the paper's triplet set-up)."""
+    return float(np.median(np.asarray(gold, dtype=float)))
+
+
+def build_triplets(train: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, dict]:
+    """(anchor, positive, negative) triplets for MultipleNegativesRankingLoss, as in the paper.
+
+    Each pair above the training median gives (story a, story b). The hard negative is drawn
+    (seeded) from the stories that story a or story b is paired with in a pair at or below the
+    median; if neither story has such a partner, from all stories of below-median pairs.
+    """
+    rng = np.random.default_rng(seed)
+    threshold = positive_threshold(train.gold.to_numpy())
+    positives = train[train.gold > threshold]
+    negatives = train[train.gold <= threshold]
+    if positives.empty or negatives.empty:
+        raise InputError(f"training split: no pairs above (or none at/below) the median {threshold}; "
+                         "cannot build triplets")
+    partners: dict[str, set[str]] = {}
+    for a, b in zip(negatives.text_a, negatives.text_b):
+        partners.setdefault(a, set()).add(b)
+        partners.setdefault(b, set()).add(a)
+    pool = sorted(set(negatives.text_a) | set(negatives.text_b))
+    rows, fallback = [], 0
+    for a, b in zip(positives.text_a, positives.text_b):
+        candidates = sorted((partners.get(a, set()) | partners.get(b, set())) - {a, b})
+        if not candidates:
+            fallback += 1
+            candidates = [text for text in pool if text not in (a, b)]
+        rows.append({"anchor": a, "positive": b, "negative": candidates[int(rng.integers(len(candidates)))]})
+    info = {"median": threshold, "triplets": len(rows), "random_negatives": fallback}
+    return pd.DataFrame(rows), info
+
+
+def contrastive_dataset(train: pd.DataFrame, loss: str, seed: int) -> tuple[pd.DataFrame, dict]:
+    """The training columns each loss expects (texts first, then `label` where it takes one)."""
+    if loss == "mnrl":
+        return build_triplets(train, seed)
+    frame = pd.DataFrame({"sentence1": train.text_a.to_numpy(), "sentence2": train.text_b.to_numpy()})
+    if loss == "online_contrastive":
+        threshold = positive_threshold(train.gold.to_numpy())
+        frame["label"] = (train.gold.to_numpy() > threshold).astype(int)
+        return frame, {"median": threshold, "pairs": len(frame)}
+    if loss in ("cosine", "cosent", "angle"):
+        # Gold 1-4 -> 0-1: a target cosine for CosineSimilarityLoss; CoSENT/AnglE use only the order.
+        frame["label"] = (train.gold.to_numpy() - SCALE[0]) / (SCALE[1] - SCALE[0])
+        return frame, {"pairs": len(frame)}
+    raise InputError(f"similarity.contrastive.loss: {loss!r} is not one of {', '.join(LOSSES)}")
+
+
+def make_loss(model, loss: str):
+    from sentence_transformers import losses
+
+    return {
+        "mnrl": losses.MultipleNegativesRankingLoss,
+        "cosine": losses.CosineSimilarityLoss,
+        "cosent": losses.CoSENTLoss,
+        "angle": losses.AnglELoss,
+        "online_contrastive": losses.OnlineContrastiveLoss,
+    }[loss](model)
+
+
+def train_contrastive(encoder_path, train: pd.DataFrame, dev: pd.DataFrame | None, settings: dict, seed: int,
+                      output_dir: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> dict:
+    """Fine-tune the encoder with SentenceTransformerTrainer; save it to `output_dir` (atomically)."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+    from transformers import set_seed
+
+    loss_name = settings["loss"]
+    set_seed(seed)
+    model = load_encoder(encoder_path, settings.get("max_seq_length"))
+    frame, info = contrastive_dataset(train, loss_name, seed)
+    dataset = Dataset.from_pandas(frame, preserve_index=False)
+    logger.info("contrastive training: loss %s, %s", loss_name, info)
+
+    before = _dev_pearson(model, dev)
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="contrastive-"))
+    arguments = SentenceTransformerTrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=settings["epochs"],
+        per_device_train_batch_size=settings["batch_size"],
+        learning_rate=settings["learning_rate"],
+        warmup_steps=0,
+        seed=seed,
+        data_seed=seed,
+        # In-batch negatives must not contain the anchor's own positive twice.
+        batch_sampler=BatchSamplers.NO_DUPLICATES if loss_name == "mnrl" else BatchSamplers.BATCH_SAMPLER,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=5,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=arguments, train_dataset=dataset,
+                                         loss=make_loss(model, loss_name))
+    result = trainer.train()
+    after = _dev_pearson(model, dev)
+    logger.info("dev Pearson of cosine: %.3f before, %.3f after fine-tuning",
+                before if before is not None else float("nan"), after if after is not None else float("nan"))
+    _save_atomically(lambda path: model.save(str(path)), output_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return {**info, "loss": loss_name, "steps": int(result.global_step), "train_loss": float(result.training_loss),
+            "dev_cosine_pearson_before": before, "dev_cosine_pearson_after": after}
+
+
+def _dev_pearson(model, dev: pd.DataFrame | None) -> float | None:
+    if dev is None or len(dev) < 3:
+        return None
+    cosines = cosine_scores(model, list(dev.text_a), list(dev.text_b))
+    return float(np.corrcoef(cosines, dev.gold)[0, 1])
+
+
+def _save_atomically(save, output_dir: str | os.PathLike) -> None:
+    """Save into a sibling temporary folder, then rename: no half-written model folder."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        save(tmp)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# LLM: prompts, LoRA fine-tuning, constrained scoring of the seven answers
+
+
+def answer_label(score: float) -> str:
+    """A gold mean -> the nearest allowed answer (ties round up: 2.25 -> "2.5")."""
+    index = int(np.argmin(np.abs(ANSWER_VALUES - float(score)) - 1e-9 * ANSWER_VALUES))
+    return ANSWERS[index]
+
+
+def truncate_tokens(tokenizer, text: str, max_tokens: int | None) -> str:
+    """The first `max_tokens` tokens of `text` (whole text when None or short enough)."""
+    if not max_tokens:
+        return text
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    return tokenizer.decode(ids[:max_tokens]).rstrip() + " ..."
+
+
+def prompt_messages(text_a: str, text_b: str) -> list[dict]:
+    return [
+        {"role": "system", "content": INSTRUCTION},
+        {"role": "user", "content": f"Narrative A:\n{text_a}\n\nNarrative B:\n{text_b}\n\n"
+                                    "How much would the two narrators empathize with each other (1-4)?"},
+    ]
+
+
+def narrative_budget(tokenizer, settings: dict) -> int:
+    """Tokens allowed per narrative: the configured cap, and at most what lets the prompt plus the
+    longest answer fit into max_length (so truncation never cuts the answer during training)."""
+    overhead = len(_render_prompt(tokenizer, prompt_messages("", "")))
+    longest_answer = max(len(ids) for ids in answer_suffixes(tokenizer, prompt_messages("", "")))
+    budget = (int(settings["max_length"]) - overhead - longest_answer) // 2
+    if budget < 8:
+        raise InputError(f"similarity.llm.max_length: {settings['max_length']} leaves no room for the narratives "
+                         f"(the instruction alone takes {overhead} tokens)")
+    cap = settings.get("max_narrative_tokens")
+    return min(budget, int(cap)) if cap else budget
+
+
+def _render_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)
+    return list(ids["input_ids"])
+
+
+def answer_suffixes(tokenizer, messages: list[dict]) -> list[list[int]]:
+    """Token ids of each allowed answer as the chat template renders it after the prompt (answer plus
+    end-of-turn): exactly the completion tokens SFT trains on. Requires the rendered prompt to be a
+    prefix of prompt+answer (checked)."""
+    prompt = _render_prompt(tokenizer, messages)
+    suffixes = []
+    for answer in ANSWERS:
+        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}],
+                                             tokenize=True, return_dict=True)["input_ids"]
+        full = list(full)
+        if full[:len(prompt)] != prompt:
+            raise ValueError("the chat template renders the prompt differently once an answer follows; "
+                             "the answers cannot be scored as continuations")
+        suffixes.append(full[len(prompt):])
+    if len({tuple(s) for s in suffixes}) != len(ANSWERS):
+        raise ValueError("two allowed answers tokenise identically")
+    return suffixes
+
+
+def llm_examples(pairs: pd.DataFrame, tokenizer, settings: dict, both_orders: bool = True) -> list[dict]:
+    """Prompt/completion conversations for trl (completion-only loss), both story orders."""
+    budget = narrative_budget(tokenizer, settings)
+    examples = []
+    for row in pairs.itertuples(index=False):
+        a = truncate_tokens(tokenizer, row.text_a, budget)
+        b = truncate_tokens(tokenizer, row.text_b, budget)
+        orders = ((a, b), (b, a)) if both_orders else ((a, b),)
+        for first, second in orders:
+            examples.append({
+                "prompt": prompt_messages(first, second),
+                "completion": [{"role": "assistant", "content": answer_label(row.gold)}],
+            })
+    return examples
+
+
+def lora_config(lora: dict, task_type: str = "CAUSAL_LM"):
+    """peft LoraConfig from a config `lora:` section (r, alpha, dropout, target_modules)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=int(lora["r"]), lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules=lora["target_modules"], bias="none", task_type=task_type)
+
+
+def training_device() -> dict:
+    """Precision/device switches for HF trainers: fp32 on CPU, bf16 on a GPU that has it."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    return {"use_cpu": not cuda, "bf16": bf16, "fp16": cuda and not bf16}
+
+
+def scoring_dtype(name: str = "auto"):
+    """float32, bfloat16, or auto: bfloat16 on a GPU or on a CPU with AMX/AVX512-BF16 units (several
+    times faster there; expected scores move by < 0.1), else float32."""
+    import torch
+
+    if name == "auto":
+        name = "bfloat16" if torch.cuda.is_available() or _cpu_has_bf16_units() else "float32"
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def _cpu_has_bf16_units() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def load_causal_lm(model_path, adapter_path=None, quantization: str = "none", dtype: str = "float32"):
+    """Model + tokenizer; a LoRA adapter, if given, is merged in (in float32, before any cast)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+    kwargs = {"local_files_only": True}
+    if torch.cuda.is_available():
+        kwargs.update(dtype=torch.bfloat16, device_map="auto")
+        if quantization == "4bit":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                               bnb_4bit_compute_dtype=torch.bfloat16)
+    else:
+        kwargs["dtype"] = torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_path))
+        if quantization != "4bit":
+            model = model.merge_and_unload()
+    if not torch.cuda.is_available():
+        model = model.to(scoring_dtype(dtype))
+    model.eval()
+    return model, tokenizer
+
+
+def train_llm(model_path, train: pd.DataFrame, settings: dict, seed: int, output_dir, checkpoints=None) -> dict:
+    """LoRA SFT with trl on prompt/completion examples; saves the adapter (and tokenizer)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    set_seed(seed)
+    cap = settings.get("max_train_pairs")
+    if cap and len(train) > cap:
+        train = train.sample(n=int(cap), random_state=seed).sort_index()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+    if tokenizer.pad_token is None:  # reuse an existing token: no new embedding row to save
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    examples = llm_examples(train, tokenizer, settings, both_orders=True)
+    # Shuffled once here (seeded) so that a max_steps cut sees both orders of many pairs.
+    order = np.random.default_rng(seed).permutation(len(examples))
+    dataset = Dataset.from_list([examples[i] for i in order])
+    device = training_device()
+    model_kwargs = {"local_files_only": True,
+                    "dtype": torch.bfloat16 if device["bf16"] else torch.float32}
+    if settings.get("quantization") == "4bit":
+        if not torch.cuda.is_available():
+            raise InputError("similarity.llm.quantization: 4bit needs a CUDA GPU (and bitsandbytes)")
+        from transformers import BitsAndBytesConfig
+
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), **model_kwargs)
+    checkpoints = Path(checkpoints or tempfile.mkdtemp(prefix="llm-sft-"))
+    save_steps = settings.get("save_steps")
+    config = SFTConfig(
+        output_dir=str(checkpoints),
+        max_length=int(settings["max_length"]),
+        completion_only_loss=True,
+        per_device_train_batch_size=int(settings["batch_size"]),
+        gradient_accumulation_steps=int(settings.get("gradient_accumulation_steps", 1)),
+        learning_rate=float(settings["learning_rate"]),
+        num_train_epochs=float(settings["epochs"]),
+        max_steps=int(settings["max_steps"]),
+        warmup_ratio=float(settings.get("warmup_ratio", 0.0)),
+        lr_scheduler_type=settings.get("lr_scheduler_type", "linear"),
+        gradient_checkpointing=bool(settings.get("gradient_checkpointing", False)),
+        logging_steps=5,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        shuffle_dataset=False,
+        **device,
+    )
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora_config(settings["lora"]))
+    resume = _last_checkpoint(checkpoints) if save_steps else None
+    if resume:
+        logger.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    def save(path):
+        trainer.model.save_pretrained(str(path))
+        tokenizer.save_pretrained(str(path))
+
+    _save_atomically(save, output_dir)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return {"examples": len(examples), "pairs": len(train), "steps": int(result.global_step),
+            "train_loss": float(result.training_loss)}
+
+
+def _last_checkpoint(directory: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
+
+
+def _branches(suffixes: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """Continuations to feed after the prompt so that one forward pass yields every answer token's
+    log-probability: answer[:-1] for each answer, dropping those that are a prefix of another
+    ("1" is covered by "1.5"). Returns the branches and, per answer, its branch index."""
+    inputs = [tuple(s[:-1]) for s in suffixes]
+    branches = []
+    for candidate in sorted(set(inputs), key=lambda x: (-len(x), x)):
+        if not any(b[:len(candidate)] == candidate for b in branches):
+            branches.append(candidate)
+    owner = [next(i for i, b in enumerate(branches) if b[:len(inp)] == inp) for inp in inputs]
+    return [list(b) for b in branches], owner
+
+
+def scored_suffixes(suffixes: list[list[int]]) -> list[list[int]]:
+    """Drop formatting that follows the end-of-turn token in every answer (e.g. the newline after
+    <|im_end|>): the tokens all answers end with are kept only up to the first (the end of turn,
+    which is what tells "1" from "1.5"), so the scored continuations are as short as possible."""
+    common = 0
+    while (all(len(s) > common + 1 for s in suffixes)
+           and len({s[len(s) - 1 - common] for s in suffixes}) == 1):
+        common += 1
+    cut = max(common - 1, 0)
+    return [s[:len(s) - cut] for s in suffixes]
+
+
+def _common_prefix(prompts: list[list[int]]) -> int:
+    """Length of the token prefix all prompts share (the instruction), leaving each at least one token."""
+    shortest = min(len(p) for p in prompts)
+    length = 0
+    while length < shortest - 1 and len({p[length] for p in prompts}) == 1:
+        length += 1
+    return length
+
+
+def _expanded_cache(model, prefix_cache, batch: int):
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    for layer_index, layer in enumerate(prefix_cache.layers):
+        cache.update(layer.keys.expand(batch, -1, -1, -1).contiguous(),
+                     layer.values.expand(batch, -1, -1, -1).contiguous(), layer_index)
+    return cache
+
+
+def answer_logprobs(model, tokenizer, prompts: list[list[int]], suffixes: list[list[int]],
+                    batch_size: int = 8, progress: bool = True) -> np.ndarray:
+    """Log-probability of each answer continuation after each prompt: an (n_prompts, n_answers) array.
+
+    The prefix every prompt shares (the instruction) is run once and its KV cache reused; each
+    prompt's remainder is run once (batched, padded between prefix and remainder, with explicit
+    positions); that cache is then repeated for the few branches that cover all answers (see
+    `_branches`), which are run in one batched forward pass. No token is processed twice.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    branches, owner = _branches(suffixes)
+    width = max(len(b) for b in branches)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    branch_ids = torch.full((len(branches), max(width, 1)), pad_id, dtype=torch.long)
+    for i, branch in enumerate(branches):
+        branch_ids[i, :len(branch)] = torch.tensor(branch, dtype=torch.long)
+    shared = _common_prefix(prompts) if len(prompts) > 1 else 0
+    prefix_cache = None
+    if shared:
+        with torch.inference_mode():
+            prefix_cache = model(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True,
+                                 logits_to_keep=1).past_key_values
+    # Longest prompts first: batches of similar length waste little on padding.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    result = np.zeros((len(prompts), len(suffixes)))
+    batches = range(0, len(order), batch_size)
+    for start in tqdm(batches, desc="scoring answers", disable=not progress, mininterval=10):
+        index = order[start:start + batch_size]
+        rests = [prompts[i][shared:] for i in index]
+        length = max(len(r) for r in rests)
+        ids = torch.full((len(index), length), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(index), shared + length), dtype=torch.long)
+        mask[:, :shared] = 1
+        for row, rest in enumerate(rests):
+            ids[row, length - len(rest):] = torch.tensor(rest, dtype=torch.long)
+            mask[row, shared + length - len(rest):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        with torch.inference_mode():
+            cache = _expanded_cache(model, prefix_cache, len(index)) if shared else None
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                        use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # next token after the prompt
+            if width > 0:
+                n = len(branches)
+                cache = out.past_key_values
+                cache.batch_repeat_interleave(n)
+                cont = branch_ids.to(device).repeat(len(index), 1)  # [batch * n, width]
+                cont_mask = torch.cat([mask.repeat_interleave(n, 0),
+                                       torch.ones_like(cont, dtype=mask.dtype)], dim=1)
+                cont_pos = positions[:, -1:].repeat_interleave(n, 0) + 1 + torch.arange(width, device=device)
+                later = model(input_ids=cont, attention_mask=cont_mask, position_ids=cont_pos,
+                              past_key_values=cache, use_cache=False).logits.float()
+                later = torch.log_softmax(later, dim=-1).view(len(index), n, width, -1)
+        for j, suffix in enumerate(suffixes):
+            score = first[:, suffix[0]].clone()
+            for k in range(1, len(suffix)):
+                score += later[:, owner[j], k - 1, suffix[k]]
+            result[index, j] = score.cpu().numpy()
+    return result
+
+
+def answer_distribution(logprobs: np.ndarray) -> np.ndarray:
+    """Renormalise answer log-probabilities into a distribution over exactly the allowed answers."""
+    shifted = logprobs - logprobs.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def llm_predictions(model_path, adapter_path, test: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict]:
+    """Expected score and most likely answer under the model's distribution over the seven answers."""
+    dtype = scoring_dtype(settings.get("score_dtype", "auto"))
+    model, tokenizer = load_causal_lm(model_path, adapter_path, settings.get("quantization", "none"),
+                                      str(dtype).replace("torch.", ""))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    budget = narrative_budget(tokenizer, settings)
+    suffixes = scored_suffixes(answer_suffixes(tokenizer, prompt_messages("", "")))
+    prompts = [
+        _render_prompt(tokenizer, prompt_messages(truncate_tokens(tokenizer, a, budget),
+                                                  truncate_tokens(tokenizer, b, budget)))
+        for a, b in zip(test.text_a, test.text_b)
+    ]
+    logger.info("scoring %d answers for %d pairs (prompt tokens: median %d, max %d; narrative budget %d)",
+                len(ANSWERS), len(prompts), int(np.median([len(p) for p in prompts])),
+                max(len(p) for p in prompts), budget)
+    logprobs = answer_logprobs(model, tokenizer, prompts, suffixes, int(settings.get("score_batch_size", 8)))
+    probs = answer_distribution(logprobs)
+    frame = pd.DataFrame({
+        "pair_id": test.pair_id.to_numpy(),
+        "gold": test.gold.to_numpy(),
+        "predicted": probs @ ANSWER_VALUES,
+        "predicted_argmax": ANSWER_VALUES[probs.argmax(axis=1)],
+    })
+    for j, answer in enumerate(ANSWERS):
+        frame[f"p_{answer}"] = probs[:, j]
+    details = {
+        "scoring": "distribution over the 7 answers from the model's log-probabilities of each answer "
+                   "continuation (answer + end of turn); predicted = expected score, predicted_argmax = "
+                   "most likely answer",
+        "narrative_tokens": budget,
+        "score_dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "mass_on_answers_median": float(np.median(np.exp(logprobs).sum(axis=1))),
+        "adapter": str(adapter_path) if adapter_path else None,
+    }
+    return frame, details
+
+
+# ---------------------------------------------------------------------------------------------
+# One method on one test set
+
+
+def predict(method: str, test: pd.DataFrame, train: pd.DataFrame, model_path, settings: dict,
+            adapter_path=None) -> tuple[pd.DataFrame, dict]:
+    if method in ENCODER_METHODS:
+        return encoder_predictions(model_path, train, test, max_seq_length=settings.get("max_seq_length"))
+    if method in LLM_METHODS:
+        if method == "llm_sft" and adapter_path is None:
+            raise InputError("llm_sft needs the trained adapter (results/similarity/llm_sft/adapter)")
+        return llm_predictions(model_path, adapter_path if method == "llm_sft" else None, test, settings)
+    raise InputError(f"similarity method {method!r} is not one of {', '.join(ENCODER_METHODS + LLM_METHODS)}")
+
+
+def per_annotator_scores(predictions: pd.DataFrame, ratings_path) -> dict:
+    """Pearson/Spearman of the predictions against each annotator's empathy rating (Urdu pairs):
+    sets the model beside single humans and the human ceiling of the agreement stage."""
+    from .metrics import similarity_metrics
+
+    ratings = read_csv(ratings_path, required=("item_id", "annotator", "aspect", "score"), what="ratings table")
+    ratings = ratings[ratings.aspect == "empathy"]
+    scores = {}
+    for annotator, group in ratings.groupby("annotator", sort=True):
+        merged = predictions.merge(group[["item_id", "score"]], left_on="pair_id", right_on="item_id")
+        merged = merged.dropna(subset=["score"])
+        if len(merged) < 3:
+            continue
+        values = similarity_metrics(merged.score.to_numpy(), merged.predicted.to_numpy())
+        scores[str(annotator)] = {"n": values["n"], "pearson": values["pearson"], "spearman": values["spearman"]}
+    return scores
+
+
+def scatter_plot(predictions: pd.DataFrame, path, title: str) -> None:
+    from .plots import new_figure, save_figure
+
+    figure, axis = new_figure(4.5, 4.5)
+    axis.scatter(predictions.gold, predictions.predicted, s=12, alpha=0.5, edgecolor="none")
+    axis.plot(SCALE, SCALE, color="grey", linewidth=0.8, linestyle="--")
+    axis.set_xlim(SCALE[0] - 0.1, SCALE[1] + 0.1)
+    axis.set_ylim(SCALE[0] - 0.1, SCALE[1] + 0.1)
+    axis.set_xlabel("gold empathy (1-4)")
+    axis.set_ylabel("predicted (1-4)")
+    axis.set_title(title, fontsize=9)
+    save_figure(figure, path)
+
+
+def jsonable(value):
+    """Config values (Snakemake Namedlist/dicts) as plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
