@@ -319,8 +319,10 @@ def test_evaluation_rules_end_to_end(prepared_models, tmp_path):
     metrics = {m: json.loads((tmp_path / f"results/empo/eval/{m}/text_metrics.json").read_text())
                for m in ("base", "sft", "dpo")}
     for m, values in metrics.items():
-        assert set(values["diff_epitome"]) == {"er", "ip", "ex", "mean"}
-        assert set(values["bertscore"]) >= {"precision", "recall", "f1"}
+        assert set(values["diff_epitome"]) == {"er", "ip", "ex", "mean", "ci"}
+        assert set(values["bertscore"]) >= {"precision", "recall", "f1", "ci"}
+        low, high = values["bertscore"]["ci"]["f1"]
+        assert low <= values["bertscore"]["f1"] <= high
         assert values["bertscore"]["rescale_with_baseline"] is False
         assert values["n_items"] == 12
         for key in ("distinct_1", "distinct_2", "distinct_3", "entropy_2", "mean_length", "nidf"):

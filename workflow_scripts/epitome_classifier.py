@@ -26,4 +26,8 @@ for mechanism, metrics in results.items():
     held = metrics["held_out"]
     logger.info("%s held-out: accuracy %.3f (majority %.3f), macro F1 %.3f (majority %.3f), n=%d", mechanism,
                 held["accuracy"], held["majority_accuracy"], held["macro_f1"], held["majority_macro_f1"], held["n"])
-    io.write_json(outputs[mechanism], {**metrics, **common, "mechanism": mechanism})
+    # Headline numbers also at the top level, for the report's table.
+    headline = {"accuracy": held["accuracy"], "macro_f1": held["macro_f1"],
+                "majority_accuracy": held["majority_accuracy"], "majority_macro_f1": held["majority_macro_f1"],
+                "n_held_out": held["n"]}
+    io.write_json(outputs[mechanism], {**metrics, **common, **headline, "mechanism": mechanism})

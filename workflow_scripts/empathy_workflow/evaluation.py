@@ -566,8 +566,9 @@ def bertscore(candidates: Sequence[str], references: Sequence[str], model: str, 
 def evaluate_generations(generations: pd.DataFrame, classifiers: Mapping[str, str], bertscore_model: str,
                          word_counts: Mapping[str, int], vad, intensity, settings: Mapping,
                          classifier_metrics: Mapping[str, dict] | None = None,
-                         bertscore_source: str | None = None) -> tuple[dict, pd.DataFrame]:
-    """text_metrics (diff_epitome, bertscore, diversity, vad) and the per-item table."""
+                         bertscore_source: str | None = None, seed: int = 0) -> tuple[dict, pd.DataFrame]:
+    """text_metrics (diff_epitome, bertscore, diversity, vad) and the per-item table. Each group
+    gets `ci` {key: [low, high]}: bootstrap intervals of the per-item means (settings.significance)."""
     texts = generations["generation"].tolist()
     references = generations["reference"].tolist()
     contexts = generations["context"].tolist()
@@ -612,12 +613,29 @@ def evaluate_generations(generations: pd.DataFrame, classifiers: Mapping[str, st
         "diversity": diversity_summary,
         "vad": vad_summary,
     }
+    significance_settings = settings.get("significance", {})
+    resamples = int(significance_settings.get("bootstrap", 1000))
+    confidence = float(significance_settings.get("confidence", 0.95))
+    for group, keys in INTERVAL_COLUMNS.items():
+        metrics[group]["ci"] = {
+            key: list(bootstrap_interval(per_item[column].to_numpy(dtype=float), resamples,
+                                         _rng(seed, "text_metrics", column), confidence))
+            for key, column in keys.items()}
+    metrics["ci_confidence"] = confidence
     if classifier_metrics:
         metrics["epitome_classifiers"] = {
             m: {k: classifier_metrics[m]["held_out"][k] for k in ("accuracy", "macro_f1", "majority_accuracy", "n")}
             for m in MECHANISMS}
-    return metrics, per_item
+    return _finite(metrics), per_item
 
+
+# Summary key -> per-item column, for the bootstrap intervals in text_metrics.json.
+INTERVAL_COLUMNS = {
+    "diff_epitome": {**{m: f"diff_{m}" for m in MECHANISMS}, "mean": "diff_epitome_mean"},
+    "bertscore": {k: f"bertscore_{k}" for k in ("precision", "recall", "f1")},
+    "diversity": {"mean_length": "length", "nidf": "nidf"},
+    "vad": {f"abs_diff_max_{k}": f"abs_diff_max_{k}" for k in EMOTION_KEYS},
+}
 
 # Per-item columns compared between models (lower is better for diff_* and abs_diff_*).
 SIGNIFICANCE_METRICS = (
