@@ -257,6 +257,10 @@ def test_merge_lm_eval():
     merged = evaluation.merge_lm_eval({"bertscore": {}}, {"results": {"mmlu_local": {"acc,none": 0.3,
                                                                                      "acc_stderr,none": 0.1}}})
     assert merged["lm_eval"] == {"mmlu_local": 0.3}
+    # the rule empo_lm_eval's summary: its "scores" (requested tasks) win over subtasks in "results"
+    summary = {"scores": {"mmlu_local": 0.25}, "results": {"mmlu_local": {"acc": 0.25, "score": 0.25},
+                                                          "mmlu_local_sociology": {"acc": 0.5, "score": 0.5}}}
+    assert evaluation.merge_lm_eval({}, summary)["lm_eval"] == {"mmlu_local": 0.25}
     with pytest.raises(InputError, match="no accuracy"):
         evaluation.merge_lm_eval({}, {"results": {"x": {"f1": 0.3}}})
 

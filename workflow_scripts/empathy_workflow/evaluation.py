@@ -646,7 +646,15 @@ SIGNIFICANCE_METRICS = (
 
 
 def merge_lm_eval(text_metrics: dict, lm_eval: dict, path: str = "lm_eval.json") -> dict:
-    """metrics.json: the text metrics plus `lm_eval` {TASK: accuracy} from lm-eval's results."""
+    """metrics.json: the text metrics plus `lm_eval` {TASK: score}: the rule empo_lm_eval's
+    "scores" (the requested tasks' primary metric) when present, else each task's accuracy in
+    lm-eval's "results"."""
+    scores = lm_eval.get("scores") if isinstance(lm_eval, dict) else None
+    if isinstance(scores, dict) and scores:
+        bad = [task for task, value in scores.items() if not isinstance(value, (int, float)) or isinstance(value, bool)]
+        if bad:
+            raise InputError(f"{path}: scores.{bad[0]} is not a number: {scores[bad[0]]!r}")
+        return {**text_metrics, "lm_eval": {task: float(value) for task, value in sorted(scores.items())}}
     results = lm_eval.get("results") if isinstance(lm_eval, dict) else None
     if not isinstance(results, dict) or not results:
         raise InputError(f"{path}: expected a non-empty 'results' object of lm-eval task results")
@@ -654,7 +662,7 @@ def merge_lm_eval(text_metrics: dict, lm_eval: dict, path: str = "lm_eval.json")
     for task, values in sorted(results.items()):
         if not isinstance(values, dict):
             raise InputError(f"{path}: results.{task} is not an object")
-        for key in ("acc,none", "acc", "acc_norm,none", "acc_norm", "exact_match,none", "exact_match"):
+        for key in ("acc,none", "acc", "acc_norm,none", "acc_norm", "exact_match,none", "exact_match", "score"):
             if isinstance(values.get(key), (int, float)):
                 scores[task] = float(values[key])
                 break
