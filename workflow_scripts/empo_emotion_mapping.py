@@ -13,9 +13,11 @@ if name == "valence":
     frame = preference.valence_mapping(records, preference.read_vad(snakemake.input.vad))
     logger.info("valence mapping from %d training dialogues", len(records))
 else:
-    mapping = preference.read_mapping(snakemake.input.mapping)
+    # `mapping` is a list input (empty for valence): the shipped plutchik.csv or the user's CSV
+    source = snakemake.input.mapping[0] if len(snakemake.input.mapping) else name
+    mapping = preference.read_mapping(source)
     frame = pd.DataFrame({"emotion": list(mapping), "opposite": list(mapping.values())})
-    logger.info("mapping %r read from %s", name, snakemake.input.mapping)
+    logger.info("mapping %r read from %s", name, source)
 for row in frame.itertuples():
     logger.info("  %s -> %s", row.emotion, row.opposite)
 io.write_csv(snakemake.output.mapping, frame)

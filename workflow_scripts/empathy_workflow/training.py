@@ -262,7 +262,9 @@ def common_arguments(settings: dict, output_dir: str, seed: int) -> dict:
         report_to=[],
         seed=seed,
         data_seed=seed,
-        gradient_checkpointing=bool(settings.get("gradient_checkpointing", False)),
+        # transformers 5 name of gradient checkpointing (trl would default it to on: slower, and
+        # only worth it when memory is short, e.g. a 7B model)
+        activation_checkpointing=bool(settings.get("gradient_checkpointing", False)),
         dataloader_num_workers=0,
         disable_tqdm=False,
         **precision_flags(),
@@ -288,6 +290,11 @@ def prepare_checkpoints(checkpoints: str | os.PathLike, run_fingerprint: str) ->
             logger.info("checkpoints in %s are from other settings or data: starting afresh", checkpoints)
             shutil.rmtree(checkpoints)
     checkpoints.mkdir(parents=True, exist_ok=True)
+    for partial in checkpoints.glob("checkpoint-*"):
+        # a job stopped while writing a checkpoint leaves it without its trainer state
+        if partial.is_dir() and not (partial / "trainer_state.json").exists():
+            logger.info("removing incomplete checkpoint %s", partial)
+            shutil.rmtree(partial)
     stamp.write_text(json.dumps({"fingerprint": run_fingerprint}) + "\n")
     last = get_last_checkpoint(str(checkpoints))
     if last:
@@ -367,6 +374,7 @@ def train_sft(*, model_dir: str, train_records: Sequence[dict], valid_records: S
     tokenizer = load_tokenizer(model_dir)
     max_length = int(settings["max_length"])
     train = sft_examples(train_records, tokenizer, system_prompt, max_length)
+    valid_records = _eval_subset(valid_records, settings)
     valid = sft_examples(valid_records, tokenizer, system_prompt, max_length) if valid_records else None
     logger.info("SFT: %d training and %d validation conversations, %d assistant tokens in training",
                 len(train), len(valid or []), sum(sum(example["assistant_masks"]) for example in train))
@@ -405,6 +413,7 @@ def train_preference(*, model_dir: str, sft_adapter: str, train_pairs: Sequence[
     tokenizer = load_tokenizer(model_dir)
     max_length = int(settings["max_length"])
     train = preference_examples(train_pairs, tokenizer, max_length)
+    valid_pairs = _eval_subset(valid_pairs, settings)
     valid = preference_examples(valid_pairs, tokenizer, max_length) if valid_pairs else None
     logger.info("preference run %s (%s, beta %s): %d training and %d validation pairs", run,
                 settings["loss_type"], settings["beta"], len(train), len(valid or []))
@@ -435,6 +444,13 @@ def train_preference(*, model_dir: str, sft_adapter: str, train_pairs: Sequence[
     _finish(trainer, adapter_dir, curves_csv, curves_png, checkpoints, info, f"preference: {run}",
             merge_first={"sft": sft_adapter})
     return summary
+
+
+def _eval_subset(items: Sequence, settings: dict) -> list:
+    """The first `max_eval_examples` validation items (null: all; 0: no evaluation). The items are
+    already a seeded selection, so the first ones are a fair sample."""
+    limit = settings.get("max_eval_examples")
+    return list(items) if limit is None else list(items)[: int(limit)]
 
 
 def _model_stamp(path: str | os.PathLike) -> list:

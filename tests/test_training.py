@@ -1,0 +1,222 @@
+"""EmPO training: chat formatting with assistant masks, then the real rules on SmolLM2-135M in a
+scratch directory: SFT is stopped part-way and resumes from its checkpoint, DPO trains on top,
+and both adapters load with PeftModel.from_pretrained and change the model's outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, TINY_CONFIG, snakemake
+from empathy_workflow import preference, training
+from empo_fixtures import ed_conversations
+
+
+@pytest.fixture(scope="module")
+def policy(prepared_models) -> Path:
+    return prepared_models / "policy"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(policy):
+    return training.load_tokenizer(policy)
+
+
+def test_pad_is_an_existing_token(policy, tokenizer):
+    config = json.loads((policy / "config.json").read_text())
+    assert tokenizer.pad_token is not None
+    assert tokenizer.convert_tokens_to_ids(tokenizer.pad_token) < config["vocab_size"]
+    assert len(tokenizer) <= config["vocab_size"]  # nothing added, nothing to resize
+
+
+def test_assistant_mask_covers_exactly_the_listener_turns(tokenizer):
+    record = next(r for r in ed_conversations() if len(r["turns"]) == 5)  # ends with a speaker turn
+    messages = preference.conversation_messages(record, "Listen with care.")
+    input_ids, mask = training.tokenize_with_assistant_mask(tokenizer, messages)
+    assert len(input_ids) == len(mask)
+    assert input_ids == tokenizer(training.render(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    masked = tokenizer.decode([t for t, m in zip(input_ids, mask) if m])
+    listener = [t["text"] for t in record["turns"][:4] if t["role"] == "listener"]
+    speaker = [t["text"] for t in record["turns"] if t["role"] == "speaker"]
+    end = tokenizer.eos_token  # SmolLM2: <|im_end|> ends every turn
+    assert masked == "".join(f"{text}{end}\n" for text in listener)
+    assert not any(text in masked for text in speaker) and "Listen with care." not in masked
+    assert record["turns"][4]["text"] not in tokenizer.decode(input_ids)  # trailing speaker turn dropped
+
+
+def test_fit_messages_drops_the_earliest_exchanges(tokenizer):
+    messages = [{"role": "system", "content": "S"}]
+    for i in range(6):
+        messages += [{"role": "user", "content": f"question {i} " * 20},
+                     {"role": "assistant", "content": f"answer {i} " * 20}]
+    full = training.n_tokens(tokenizer, training.render(tokenizer, messages))
+    fitted = training.fit_messages(tokenizer, messages, max_length=full // 2)
+    assert fitted[0] == messages[0] and fitted[-2:] == messages[-2:]
+    assert fitted[1]["role"] == "user" and len(fitted) < len(messages)
+    assert training.n_tokens(tokenizer, training.render(tokenizer, fitted)) <= full // 2
+    prompt = messages[:-1]
+    reserve = 100
+    fitted = training.fit_messages(tokenizer, prompt, max_length=full // 2, reserve=reserve)
+    assert fitted[-1] == prompt[-1]
+    assert training.n_tokens(tokenizer, training.render(tokenizer, fitted)) + reserve <= full // 2
+
+
+def test_four_bit_needs_cuda():
+    if training.cuda_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(training.InputError, match=r"empo.sft.quantization: 4bit .* needs a CUDA GPU"):
+        training.quantization_config({"quantization": "4bit"})
+
+
+# ---------------------------------------------------------------------------- the rules
+
+# Small enough for CI, large enough that SFT has checkpoints to resume from.
+TRAINING_CONFIG = """
+empo:
+  pairs:
+    max_conversations: {train: 24, valid: 6, test: 6}
+  sft:
+    max_length: 160
+    max_steps: 4
+    batch_size: 2
+    save_steps: 1
+    max_eval_examples: 2
+  preference:
+    runs:
+      dpo:
+        max_steps: 2
+        batch_size: 2
+        max_length: 160
+        save_steps: 2
+        max_eval_examples: 2
+      ipo:
+        loss_type: ipo
+        beta: 0.1
+        learning_rate: 5.0e-5
+        max_steps: 1
+        batch_size: 2
+        max_length: 160
+        max_eval_examples: 0
+        lora: {r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prepared_models):
+    """Pairs, SFT (stopped after its first checkpoint, then resumed) and two preference runs."""
+    workdir = tmp_path_factory.mktemp("empo")
+    shutil.copytree(prepared_models, workdir / "results" / "models")
+    extra = workdir / "training.yaml"
+    extra.write_text(TRAINING_CONFIG)
+    configs = [TINY_CONFIG, extra]
+    # inputs first, so the stopped run below is stopped inside SFT
+    snakemake(workdir, "--cores", "2", "results/data/empathetic_dialogues/train.jsonl",
+              "results/data/empathetic_dialogues/valid.jsonl", configfiles=configs)
+
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--cores", "2", "results/empo/models/sft"]
+    for config in configs:
+        command += ["--configfile", str(config)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    checkpoints = workdir / "results" / "checkpoints" / "empo" / "sft"
+    job = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    deadline = time.time() + 900
+    while time.time() < deadline and job.poll() is None:
+        if list(checkpoints.glob("checkpoint-*/trainer_state.json")):
+            break
+        time.sleep(0.5)
+    still_running = job.poll() is None
+    os.killpg(job.pid, signal.SIGTERM)  # as a scheduler stops a job: snakemake and the training script
+    job.wait(timeout=120)
+    assert still_running, "SFT finished before it could be stopped part-way"
+    stopped_at = sorted(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/trainer_state.json"))
+    assert stopped_at and stopped_at[-1] < 4
+    assert not (workdir / "results" / "empo" / "models" / "sft" / "adapter_config.json").exists()
+
+    snakemake(workdir, "--cores", "2", "results/empo/models/sft", configfiles=configs)
+    sft_log = (workdir / "results" / "logs" / "empo" / "sft.log").read_text()
+    snakemake(workdir, "--cores", "2", "results/empo/models/dpo", "results/empo/models/ipo", configfiles=configs)
+    return {"dir": workdir, "stopped_at": stopped_at, "sft_log": sft_log}
+
+
+def test_sft_resumes_from_its_checkpoint(trained):
+    last = trained["stopped_at"][-1]
+    assert f"resuming from checkpoint {Path('results/checkpoints/empo/sft') / f'checkpoint-{last}'}" \
+        in trained["sft_log"]
+    info = json.loads((trained["dir"] / "results/empo/models/sft/empo_adapter.json").read_text())
+    assert info["global_step"] == 4
+    curves = pd.read_csv(trained["dir"] / "results/empo/curves/sft.csv")
+    # the curve covers the steps before the stop (restored from the checkpoint) and after it
+    assert list(curves.dropna(subset=["loss"])["step"]) == [1, 2, 3, 4]
+    assert not (trained["dir"] / "results/checkpoints/empo/sft").exists()  # removed once finished
+
+
+def test_pair_files_follow_the_interface(trained):
+    mapping = dict(pd.read_csv(trained["dir"] / "results/empo/emotion_mapping.csv")[["emotion", "opposite"]].values)
+    for split in ("train", "valid"):
+        pairs = [json.loads(line) for line in
+                 (trained["dir"] / f"results/empo/pairs/{split}.jsonl").read_text().splitlines()]
+        stats = json.loads((trained["dir"] / f"results/empo/pairs/{split}_stats.json").read_text())
+        assert len(pairs) == 3 * stats["prompts"] and stats["lengths"]["unit"] == "tokens"
+        assert all(pair["rejected_emotion"] == mapping[pair["emotion"]] for pair in pairs)
+
+
+def test_dpo_curves_have_rewards(trained):
+    for run in ("dpo", "ipo"):
+        curves = pd.read_csv(trained["dir"] / f"results/empo/curves/{run}.csv")
+        assert {"loss", "rewards/margins", "rewards/accuracies"} <= set(curves.columns)
+        assert (trained["dir"] / f"results/empo/curves/{run}.png").stat().st_size > 1000
+    info = json.loads((trained["dir"] / "results/empo/models/ipo/empo_adapter.json").read_text())
+    assert info["settings"]["loss_type"] == "ipo" and info["merge_first"] == ["sft"]
+
+
+def test_adapters_are_lora_only_and_change_the_outputs(trained, policy, tokenizer):
+    import torch
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    models = trained["dir"] / "results" / "empo" / "models"
+    for name in ("sft", "dpo"):
+        with safe_open(str(models / name / "adapter_model.safetensors"), "pt") as weights:
+            keys = list(weights.keys())
+        assert keys and all("lora_" in key for key in keys), keys[:5]
+        assert (models / name / "adapter_model.safetensors").stat().st_size < 20e6
+
+    record = ed_conversations()[0]
+    text = training.render(tokenizer, preference.prompt_messages(record), add_generation_prompt=True)
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+
+    def logits(model):
+        with torch.no_grad():
+            return model(**inputs).logits[0, -1]
+
+    base = AutoModelForCausalLM.from_pretrained(policy)
+    base_logits = logits(base)
+    for name in ("sft", "dpo"):
+        fresh = AutoModelForCausalLM.from_pretrained(policy)
+        peft_logits = logits(PeftModel.from_pretrained(fresh, str(models / name)))
+        assert not torch.allclose(peft_logits, base_logits, atol=1e-4), name
+
+    # load_policy: base, sft, and the dpo run (= base + merged sft + dpo adapter)
+    outputs = {}
+    for name, adapter in (("base", None), ("sft", models / "sft"), ("dpo", models / "dpo")):
+        model, _ = training.load_policy(policy, adapter)
+        outputs[name] = logits(model)
+    assert torch.allclose(outputs["base"], base_logits, atol=1e-5)
+    assert not torch.allclose(outputs["sft"], outputs["base"], atol=1e-4)
+    assert not torch.allclose(outputs["dpo"], outputs["sft"], atol=1e-4)
+    stacked = PeftModel.from_pretrained(
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(policy), str(models / "sft")).merge_and_unload(),
+        str(models / "dpo"))
+    assert torch.allclose(logits(stacked), outputs["dpo"], atol=1e-4)
