@@ -68,7 +68,7 @@ rule similarity_train_llm:
         text=config["similarity"]["text"],
         checkpoints="results/checkpoints/similarity/llm_sft",
         seed=SEED,
-        code=code_version("similarity"),
+        code=code_version("similarity", "training"),
     log:
         "results/logs/similarity/train_llm.log",
     benchmark:

@@ -12,7 +12,8 @@ Methods
   Both predict by scoring the seven allowed answers "1", "1.5", ..., "4" with the model's
   log-probabilities (no free text is parsed): the expected score and the most likely answer.
 
-Shared LoRA/trainer helpers live here for now (see `lora_config`, `training_device`).
+LoRA/trainer plumbing (model loading, LoRA config, TrainingArguments, resumable checkpoints) is
+training.py's, shared with EmPO.
 """
 
 from __future__ import annotations
@@ -369,23 +370,6 @@ def llm_examples(pairs: pd.DataFrame, tokenizer, settings: dict, both_orders: bo
     return examples
 
 
-def lora_config(lora: dict, task_type: str = "CAUSAL_LM"):
-    """peft LoraConfig from a config `lora:` section (r, alpha, dropout, target_modules)."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=int(lora["r"]), lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                      target_modules=lora["target_modules"], bias="none", task_type=task_type)
-
-
-def training_device() -> dict:
-    """Precision/device switches for HF trainers: fp32 on CPU, bf16 on a GPU that has it."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    return {"use_cpu": not cuda, "bf16": bf16, "fp16": cuda and not bf16}
-
-
 def scoring_dtype(name: str = "auto"):
     """float32, bfloat16, or auto: bfloat16 on a GPU or on a CPU with AMX/AVX512-BF16 units (several
     times faster there; expected scores move by < 0.1), else float32."""
@@ -434,63 +418,35 @@ def load_causal_lm(model_path, adapter_path=None, quantization: str = "none", dt
 
 
 def train_llm(model_path, train: pd.DataFrame, settings: dict, seed: int, output_dir, checkpoints=None) -> dict:
-    """LoRA SFT with trl on prompt/completion examples; saves the adapter (and tokenizer)."""
-    import torch
+    """LoRA SFT with trl on prompt/completion examples (completion-only loss); saves the adapter.
+
+    Model loading (fp32 on CPU, half/4-bit on GPU), LoRA config, TrainingArguments and resumable
+    checkpoints (fingerprinted by settings + data) come from training.py, shared with EmPO."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
+
+    from . import training
 
     set_seed(seed)
     cap = settings.get("max_train_pairs")
     if cap and len(train) > cap:
         train = train.sample(n=int(cap), random_state=seed).sort_index()
-    tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-    if tokenizer.pad_token is None:  # reuse an existing token: no new embedding row to save
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    tokenizer = training.load_tokenizer(str(model_path))
     examples = llm_examples(train, tokenizer, settings, both_orders=True)
     # Shuffled once here (seeded) so that a max_steps cut sees both orders of many pairs.
     order = np.random.default_rng(seed).permutation(len(examples))
     dataset = Dataset.from_list([examples[i] for i in order])
-    device = training_device()
-    model_kwargs = {"local_files_only": True,
-                    "dtype": torch.bfloat16 if device["bf16"] else torch.float32}
-    if settings.get("quantization") == "4bit":
-        if not torch.cuda.is_available():
-            raise InputError("similarity.llm.quantization: 4bit needs a CUDA GPU (and bitsandbytes)")
-        from transformers import BitsAndBytesConfig
-
-        model_kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), **model_kwargs)
+    model = training.load_base_model(str(model_path), settings, for_training=True, key="similarity.llm")
     checkpoints = Path(checkpoints or tempfile.mkdtemp(prefix="llm-sft-"))
-    save_steps = settings.get("save_steps")
-    config = SFTConfig(
-        output_dir=str(checkpoints),
-        max_length=int(settings["max_length"]),
-        completion_only_loss=True,
-        per_device_train_batch_size=int(settings["batch_size"]),
-        gradient_accumulation_steps=int(settings.get("gradient_accumulation_steps", 1)),
-        learning_rate=float(settings["learning_rate"]),
-        num_train_epochs=float(settings["epochs"]),
-        max_steps=int(settings["max_steps"]),
-        warmup_ratio=float(settings.get("warmup_ratio", 0.0)),
-        lr_scheduler_type=settings.get("lr_scheduler_type", "linear"),
-        gradient_checkpointing=bool(settings.get("gradient_checkpointing", False)),
-        logging_steps=5,
-        save_strategy="steps" if save_steps else "no",
-        save_steps=save_steps or 500,
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        shuffle_dataset=False,
-        **device,
-    )
+    resume = training.prepare_checkpoints(
+        checkpoints, training.fingerprint("similarity.llm_sft", settings, seed, examples))
+    arguments = training.common_arguments(settings, str(checkpoints), seed)
+    arguments.update(logging_steps=5, logging_first_step=False)
+    config = SFTConfig(**arguments, max_length=int(settings["max_length"]), completion_only_loss=True,
+                       shuffle_dataset=False)
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora_config(settings["lora"]))
-    resume = _last_checkpoint(checkpoints) if save_steps else None
-    if resume:
-        logger.info("resuming from %s", resume)
+                         peft_config=training.lora_config(settings["lora"]))
     result = trainer.train(resume_from_checkpoint=resume)
 
     def save(path):
@@ -501,12 +457,6 @@ def train_llm(model_path, train: pd.DataFrame, settings: dict, seed: int, output
     shutil.rmtree(checkpoints, ignore_errors=True)
     return {"examples": len(examples), "pairs": len(train), "steps": int(result.global_step),
             "train_loss": float(result.training_loss)}
-
-
-def _last_checkpoint(directory: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
 
 
 def _branches(suffixes: list[list[int]]) -> tuple[list[list[int]], list[int]]:
