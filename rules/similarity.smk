@@ -31,7 +31,11 @@ def similarity_model_inputs(wildcards):
 def similarity_settings(wildcards):
     settings = config["similarity"]
     section = {"zeroshot": "zeroshot", "contrastive": "contrastive"}.get(wildcards.method, "llm")
-    return {"text": settings["text"], **settings[section]}
+    return {
+        "text": settings["text"],
+        "max_test_pairs": settings.get("max_test_pairs"),
+        **settings[section],
+    }
 
 
 rule similarity_train_contrastive:

@@ -7,7 +7,12 @@ logger = runtime.start(snakemake)  # noqa: F821 (snakemake is injected)
 method, test_set = snakemake.wildcards.method, snakemake.wildcards.testset
 settings = similarity.jsonable(dict(snakemake.params.settings))
 text = settings.pop("text")
+max_test_pairs = settings.pop("max_test_pairs", None)
 test, used = similarity.load_pairs(snakemake.input.test, text)
+if max_test_pairs and len(test) > max_test_pairs:
+    # A seeded subset, the same for every method, so quick runs still compare like with like.
+    test = test.sample(n=max_test_pairs, random_state=snakemake.params.seed).sort_index()
+    logger.info("scoring a seeded subset of %d of the %s pairs (similarity.max_test_pairs)", max_test_pairs, test_set)
 train, _ = similarity.load_pairs(snakemake.input.train, text)
 split = similarity.split_note(test_set, snakemake.input.split_info)
 logger.info("%s on %s: %d test pairs (text: %s)", method, test_set, len(test), used)
@@ -21,6 +26,7 @@ result = {
     "test_set": test_set,
     "gold": "empathy: mean of the annotators' ratings (1-4)",
     "split": split,
+    "subset": f"seeded subset of {max_test_pairs} pairs" if max_test_pairs else "all pairs",
     "text": used,
     "text_requested": text,
     "settings": settings,

@@ -22,8 +22,10 @@ METHOD_LABELS = {
     "llm_zeroshot": "LLM, untuned (answer scoring)",
     "llm_sft": "LLM, LoRA fine-tuned (answer scoring)",
 }
-# Metrics where lower is better: the run comparison says which way is an improvement.
-LOWER_IS_BETTER = re.compile(r"(^|\.)(diff_epitome|vad)\.|mse")
+# Metrics where lower is better: the run comparison says which way is an improvement. Signed
+# differences (vad.diff_max_*) have no better direction and are reported as "changed".
+LOWER_IS_BETTER = re.compile(r"^diff_epitome\.|^vad\.abs_diff|mse")
+NO_DIRECTION = re.compile(r"^vad\.diff_max|_std$")
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -241,9 +243,14 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
             if old is None or new is None:
                 continue
             change = new - old
-            better = (change < 0) if LOWER_IS_BETTER.search(key) else (change > 0)
-            compare_rows.append([model, key, old, new, change, "better" if better and change else
-                                 ("worse" if change else "same")])
+            if not change:
+                direction = "same"
+            elif NO_DIRECTION.search(key):
+                direction = "changed"
+            else:
+                better = (change < 0) if LOWER_IS_BETTER.search(key) else (change > 0)
+                direction = "better" if better else "worse"
+            compare_rows.append([model, key, old, new, change, direction])
     if compare_rows:
         lines += [f"### Runs compared with {baseline}", "",
                   table(["run", "metric", baseline, "run value", "change", "direction"], compare_rows), ""]
