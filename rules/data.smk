@@ -104,10 +104,9 @@ rule prepare_mmlu:
     conda:
         "../envs/data.yaml"
     params:
-        # The local folder when there is one (Snakemake tracks it), else the URL of an archive.
-        source=lambda wildcards, input: (
-            input[0] if input else dataset_path("mmlu", "dir")
-        ),
+        # The local folder (also an input, so Snakemake tracks it) or the URL of an archive. A plain
+        # value: params functions taking `input` are "derived" and escape the params trigger.
+        source=dataset_path("mmlu", "dir"),
         code=code_version("data"),
     script:
         "../workflow_scripts/prepare_mmlu.py"

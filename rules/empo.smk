@@ -130,7 +130,7 @@ rule empo_generate:
         settings=config["empo"]["generation"],
         system_prompt=config["empo"]["system_prompt"],
         seed=SEED,
-        code=code_version("preference", "training", "generation"),
+        code=code_version("preference", "training", "generation", "plots"),
     log:
         "results/logs/empo/generate_{model}.log",
     benchmark:

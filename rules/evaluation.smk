@@ -115,7 +115,9 @@ rule empo_lm_eval:
     params:
         settings=config["empo"]["evaluation"]["lm_eval"],
         seed=SEED,
-        code=code_version("training", "lm_eval_tasks/__init__", "lm_eval_tasks/runner"),
+        code=code_version(
+            "training", "preference", "plots", "lm_eval_tasks/__init__", "lm_eval_tasks/runner"
+        ),
     log:
         "results/logs/evaluation/lm_eval_{model}.log",
     benchmark:

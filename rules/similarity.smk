@@ -49,7 +49,7 @@ rule similarity_train_contrastive:
         settings=config["similarity"]["contrastive"],
         text=config["similarity"]["text"],
         seed=SEED,
-        code=code_version("similarity"),
+        code=code_version("similarity", "training", "preference", "metrics", "plots"),
     log:
         "results/logs/similarity/train_contrastive.log",
     benchmark:
@@ -72,7 +72,7 @@ rule similarity_train_llm:
         text=config["similarity"]["text"],
         checkpoints="results/checkpoints/similarity/llm_sft",
         seed=SEED,
-        code=code_version("similarity", "training"),
+        code=code_version("similarity", "training", "preference", "metrics", "plots"),
     log:
         "results/logs/similarity/train_llm.log",
     benchmark:
@@ -102,7 +102,7 @@ rule similarity_predict:
     params:
         settings=similarity_settings,
         seed=SEED,
-        code=code_version("similarity", "metrics", "plots"),
+        code=code_version("similarity", "training", "preference", "metrics", "plots"),
     log:
         "results/logs/similarity/predict_{method}_{testset}.log",
     benchmark:
