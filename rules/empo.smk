@@ -64,7 +64,8 @@ rule empo_sft:
         ),
     params:
         settings=config["empo"]["sft"],
-        pairs=config["empo"]["pairs"],
+        # only the key SFT reads (its conversation subset): other pair settings must not retrain it
+        pairs={"max_conversations": config["empo"]["pairs"]["max_conversations"]},
         system_prompt=config["empo"]["system_prompt"],
         checkpoints="results/checkpoints/empo/sft",
         seed=SEED,
