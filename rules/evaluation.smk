@@ -88,7 +88,8 @@ rule empo_evaluate:
         metrics="results/empo/eval/{model}/text_metrics.json",
         per_item="results/empo/eval/{model}/per_item.csv",
     params:
-        settings=config["empo"]["evaluation"],
+        # the sections text metrics read (not lm_eval: its settings must not rescore the texts)
+        settings={k: config["empo"]["evaluation"][k] for k in ("epitome", "bertscore", "significance")},
         bertscore_source=bertscore_source(),
         seed=SEED,
         code=code_version("evaluation"),
