@@ -1,0 +1,380 @@
+"""Incremental reruns: after a completed run, a config or code change plans exactly the jobs it
+touches, nothing more, nothing less.
+
+All checks are dry runs (`snakemake -n`) on the session's completed tiny run (`tiny_run`), each
+override an extra --configfile merged key by key on top of the tiny configuration. The planned
+jobs are parsed from the dry run's per-job blocks (rule name + wildcards) and cross-checked
+against its "Job stats" table, so a change in Snakemake's output format fails loudly instead of
+silently planning nothing.
+
+Snakemake's code trigger sees only a rule's `script:` file; rules add `code=code_version(...)`
+(rules/common.smk), a hash of the library modules they import. Tests below check that an edit to
+a library module reruns exactly the rules using it (on a copy of the repository) and that every
+rule's module list covers the script's transitive imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, TINY_CONFIG
+
+LIBRARY = "empathy_workflow"
+# Params functions with these arguments are "derived" in Snakemake 9 (Rule._is_deriving_function):
+# their values are not recorded, so the params trigger never sees them change.
+DERIVED_ARGS = {"input", "output", "threads", "resources"}
+
+JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
+STATS_ROW = re.compile(r"^(\w+)\s+(\d+)$")
+
+
+# --------------------------------------------------------------------------------------------
+# Dry runs and their plans
+
+
+def dry_run(workdir: Path, *configfiles: Path, snakefile: Path = REPO / "Snakefile") -> str:
+    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir),
+               "-n", "--configfile", str(TINY_CONFIG), *map(str, configfiles)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"dry run failed ({result.returncode}):\n{output[-6000:]}"
+    return output
+
+
+def planned_jobs(output: str) -> set[tuple[str, frozenset]]:
+    """{(rule, frozenset of wildcard items)} of a dry run's output, checked against Job stats."""
+    jobs, current = [], None
+    for line in output.splitlines():
+        header = JOB_HEADER.match(line)
+        if header:
+            current = [header.group(1), {}]
+            jobs.append(current)
+        elif current is not None and line.startswith("    wildcards: "):
+            for item in line.split(": ", 1)[1].split(", "):
+                key, value = item.split("=", 1)
+                current[1][key] = value
+        elif not line.strip():
+            current = None
+
+    stats, in_table = Counter(), False
+    for line in output.splitlines():
+        if line.startswith("Job stats:"):
+            in_table = True
+        elif in_table:
+            row = STATS_ROW.match(line.strip())
+            if row and row.group(1) == "total":
+                break
+            if row:
+                stats[row.group(1)] += int(row.group(2))
+    if "Nothing to be done" in output:
+        assert not jobs and not stats, output[-3000:]
+        return set()
+    assert stats, f"no Job stats table in the dry run:\n{output[-3000:]}"
+    assert Counter(rule for rule, _ in jobs) == stats, (
+        f"per-job blocks {Counter(rule for rule, _ in jobs)} disagree with Job stats {stats}")
+    plan = {(rule, frozenset(wildcards.items())) for rule, wildcards in jobs}
+    assert len(plan) == len(jobs), "a job was listed twice"
+    return plan
+
+
+def job(rule: str, **wildcards: str) -> tuple[str, frozenset]:
+    return rule, frozenset(wildcards.items())
+
+
+def override(tmp_path: Path, settings: dict) -> Path:
+    path = tmp_path / "override.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def describe(plan) -> str:
+    return "\n".join(sorted(f"  {rule} {dict(w)}" for rule, w in plan))
+
+
+def assert_plan(plan, expected):
+    assert plan == expected, (f"unexpected: \n{describe(plan - expected)}\n"
+                              f"missing: \n{describe(expected - plan)}")
+
+
+def tiny_settings() -> dict:
+    """config.yaml merged with the tiny configuration (as Snakemake does, key by key)."""
+    def merge(base, extra):
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+        return base
+    return merge(yaml.safe_load((REPO / "config.yaml").read_text()),
+                 yaml.safe_load(TINY_CONFIG.read_text()))
+
+
+REPORT = {job("report"), job("all")}
+
+
+def preference_run_jobs(run: str) -> set:
+    """A preference run's training and everything after it (its evaluation, the comparison)."""
+    return {
+        job("empo_preference", run=run),
+        job("empo_generate", model=run),
+        job("empo_evaluate", model=run),
+        job("empo_lm_eval", model=run),
+        job("empo_metrics", model=run),
+        job("empo_significance"),
+    } | REPORT
+
+
+AGREEMENT = {
+    job("agreement_analysis", dataset="urdu_stories"),
+    job("agreement_aggregate_scores"),
+    job("agreement_cross_culture"),
+} | REPORT
+
+
+# --------------------------------------------------------------------------------------------
+# Config changes after a completed run
+
+
+def test_completed_run_has_nothing_to_do(tiny_run):
+    assert planned_jobs(dry_run(tiny_run)) == set()
+
+
+def test_preference_beta_reruns_only_that_run(tiny_run, tmp_path):
+    settings = tiny_settings()
+    runs = settings["empo"]["preference"]["runs"]
+    run = sorted(runs)[0]
+    beta = float(runs[run]["beta"]) * 2 + 0.05
+    extra = override(tmp_path, {"empo": {"preference": {"runs": {run: {"beta": beta}}}}})
+    assert_plan(planned_jobs(dry_run(tiny_run, extra)), preference_run_jobs(run))
+
+
+def test_rejected_per_prompt_reruns_pairs_and_downstream(tiny_run, tmp_path):
+    settings = tiny_settings()
+    rejected = int(settings["empo"]["pairs"]["rejected_per_prompt"]) + 1
+    extra = override(tmp_path, {"empo": {"pairs": {"rejected_per_prompt": rejected}}})
+    expected = {job("empo_pairs", split=s) for s in ("train", "valid", "test")}
+    for run in settings["empo"]["preference"]["runs"]:
+        expected |= preference_run_jobs(run)
+    # not SFT (it reads only pairs.max_conversations), not similarity, not agreement
+    assert_plan(planned_jobs(dry_run(tiny_run, extra)), expected)
+
+
+def test_agreement_bootstrap_reruns_agreement_and_report_only(tiny_run, tmp_path):
+    bootstrap = int(tiny_settings()["agreement"]["bootstrap"]) + 7
+    extra = override(tmp_path, {"agreement": {"bootstrap": bootstrap}})
+    assert_plan(planned_jobs(dry_run(tiny_run, extra)), AGREEMENT)
+
+
+# --------------------------------------------------------------------------------------------
+# Code changes: a shared library module reruns the rules that import it
+
+
+def _link_tree(source: Path, target: Path):
+    """Hard links where possible (no data copied; the dry runs never write outputs), mtimes kept."""
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    shutil.copytree(source, target, symlinks=True, copy_function=link)
+
+
+@pytest.fixture(scope="module")
+def relocated_run(tiny_run, tmp_path_factory):
+    """A copy of the repository and of the completed tiny run, as if the run had been made with
+    the copy: results/ linked with their mtimes, Snakemake's metadata with the repository's
+    absolute paths (recorded inputs and params) moved to the copy's."""
+    base = tmp_path_factory.mktemp("relocated")
+    repo, workdir = base / "repo", base / "run"
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        source = REPO / name
+        if source.is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)  # keeps mtimes: scripts stay older than outputs
+    workdir.mkdir()
+    _link_tree(tiny_run / "results", workdir / "results")
+    metadata = tiny_run / ".snakemake" / "metadata"
+    (workdir / ".snakemake" / "metadata").mkdir(parents=True)
+    for record in metadata.iterdir():
+        text = record.read_text().replace(str(REPO), str(repo))
+        target = workdir / ".snakemake" / "metadata" / record.name
+        target.write_text(text)
+        shutil.copystat(record, target)
+    return repo, workdir
+
+
+def test_relocated_run_is_complete(relocated_run):
+    # the premise of the code-change tests: the copy sees the run as up to date
+    repo, workdir = relocated_run
+    assert planned_jobs(dry_run(workdir, snakefile=repo / "Snakefile")) == set()
+
+
+EVALUATION = {job("epitome_classifier"), job("empo_significance")} | REPORT
+
+
+@pytest.mark.parametrize("module, expected", [
+    ("agreement", AGREEMENT),
+    ("evaluation", EVALUATION | {job(rule, model=model)
+                                 for rule in ("empo_evaluate", "empo_metrics")
+                                 for model in ["base", "sft", *tiny_settings()["empo"]["preference"]["runs"]]}),
+])
+def test_library_edit_reruns_its_rules(relocated_run, module, expected):
+    repo, workdir = relocated_run
+    path = repo / "workflow_scripts" / LIBRARY / f"{module}.py"
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# an edit to a shared helper\n")
+        assert_plan(planned_jobs(dry_run(workdir, snakefile=repo / "Snakefile")), expected)
+    finally:
+        path.write_bytes(original)
+    assert planned_jobs(dry_run(workdir, snakefile=repo / "Snakefile")) == set()
+
+
+# --------------------------------------------------------------------------------------------
+# Static guarantees: code_version lists are true, params reach the params trigger
+
+
+def rule_blocks() -> dict[str, str]:
+    """{rule name: its text} over the Snakefile and rules/*.smk (a block runs to the next rule)."""
+    blocks = {}
+    for smk in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        text = smk.read_text()
+        starts = [(m.start(), m.group(1)) for m in re.finditer(r"^[ \t]*rule (\w+):", text, re.M)]
+        for (start, name), (end, _) in zip(starts, starts[1:] + [(len(text), None)]):
+            assert name not in blocks, f"rule {name} defined twice"
+            blocks[name] = text[start:end]
+    return blocks
+
+
+def listed_rules() -> set[str]:
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                             "--list-rules", "--configfile", str(TINY_CONFIG)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    return {line.strip() for line in result.stdout.splitlines() if re.fullmatch(r"\s*\w+\s*", line)}
+
+
+def module_path(module: str) -> Path:
+    return REPO / "workflow_scripts" / LIBRARY / f"{module}.py"
+
+
+def library_imports(path: Path, package: list[str]) -> set[str]:
+    """Library modules a file imports ("io", "lm_eval_tasks/runner", ...), lazy imports too.
+    `package` is the file's package inside the library ([] for top-level modules and scripts)."""
+    found = set()
+
+    def add(parts):
+        name = "/".join(parts)
+        if parts and module_path(name).exists():
+            found.add(name)
+        elif parts and module_path(name + "/__init__").exists():
+            found.add(name + "/__init__")
+
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            module = (node.module or "").split(".") if node.module else []
+            if node.level:
+                target = package[:len(package) - node.level + 1] + module
+            elif module[0] == LIBRARY:
+                target = module[1:]
+            else:
+                continue
+            add(target)
+            for alias in node.names:
+                add(target + [alias.name])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == LIBRARY:
+                    add(parts[1:])
+    return found
+
+
+def import_closure(script: Path) -> set[str]:
+    todo, seen = list(library_imports(script, [])), set()
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(library_imports(module_path(module), module.split("/")[:-1]))
+    return seen
+
+
+def test_library_import_analysis_on_known_cases():
+    # hand-checked: generation imports preference and io, and training lazily (which imports
+    # plots); the lm-eval runner reaches io and training through `..`
+    assert {"preference", "io", "training", "plots"} <= import_closure(module_path("generation"))
+    assert {"io", "training"} <= library_imports(module_path("lm_eval_tasks/runner"), ["lm_eval_tasks"])
+    assert import_closure(REPO / "workflow_scripts" / "empo_lm_eval.py") >= {
+        "lm_eval_tasks/__init__", "lm_eval_tasks/runner", "training", "io", "runtime"}
+
+
+def test_code_version_covers_each_scripts_imports():
+    blocks = rule_blocks()
+    # every rule Snakemake sees was parsed (a new .smk layout cannot hide rules from this test)
+    assert listed_rules() <= set(blocks), listed_rules() - set(blocks)
+    # the package __init__ is imported by every script but is not hashed: keep it code-free
+    init = ast.parse(module_path("__init__").read_text())
+    assert all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in init.body), (
+        "empathy_workflow/__init__.py gained code: add it to code_version's base modules")
+    problems = []
+    for name, block in blocks.items():
+        script = re.search(r"^\s*script:\s*\n?\s*\"([^\"]+)\"", block, re.M)
+        if not script:
+            continue
+        script_path = (REPO / "rules" / script.group(1)).resolve()
+        call = re.search(r"\bcode=code_version\((.*?)\)", block, re.S)
+        if not call:
+            problems.append(f"rule {name}: a script rule without code=code_version(...)")
+            continue
+        listed = {"io", "runtime"} | set(re.findall(r"\"([^\"]+)\"", call.group(1)))
+        for module in listed:
+            if not module_path(module).exists():
+                problems.append(f"rule {name}: code_version lists {module!r}, not a library module")
+        needed = import_closure(script_path)
+        if needed - listed:
+            problems.append(f"rule {name}: code_version misses {sorted(needed - listed)} "
+                            f"(imported by {script_path.name})")
+        if listed - needed:
+            problems.append(f"rule {name}: code_version lists {sorted(listed - needed)} which "
+                            f"{script_path.name} never imports (spurious reruns)")
+    assert not problems, "\n".join(problems)
+
+
+def test_params_are_seen_by_the_params_trigger():
+    """No params function derived from input/output/threads/resources (Snakemake 9 does not
+    record those values, so a change would not rerun the rule)."""
+    text = "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
+    functions = {m.group(1): {a.strip().split("=")[0] for a in m.group(2).split(",")}
+                 for m in re.finditer(r"^def (\w+)\(([^)]*)\)", text, re.M)}
+    problems = []
+    for name, block in rule_blocks().items():
+        params = re.search(r"^([ \t]*)params:\n((?:\1[ \t]+.*\n|[ \t]*\n)*)", block, re.M)
+        if not params:
+            continue
+        body = params.group(2)
+        for args in re.findall(r"lambda\s+([^:]*):", body):
+            if DERIVED_ARGS & {a.strip() for a in args.split(",")}:
+                problems.append(f"rule {name}: params lambda taking ({args})")
+        for function in re.findall(r"=\s*(\w+),?\s*$", body, re.M):
+            if DERIVED_ARGS & functions.get(function, set()):
+                problems.append(f"rule {name}: params function {function} takes {functions[function]}")
+    assert not problems, "\n".join(problems)
+
+
+def test_scripts_read_settings_from_params_only():
+    """A script reading snakemake.config would bypass the params trigger."""
+    offenders = [p.name for p in sorted((REPO / "workflow_scripts").glob("*.py"))
+                 if re.search(r"snakemake\.config\b", p.read_text())]
+    assert not offenders, f"read snakemake.params instead of snakemake.config: {offenders}"
