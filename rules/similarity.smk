@@ -28,13 +28,23 @@ def similarity_model_inputs(wildcards):
     return inputs
 
 
+# The keys prediction reads from each section. Training hyperparameters reach predictions through
+# the trained model (an input): as params they would also rerun the zero-shot scoring.
+PREDICT_KEYS = {
+    "zeroshot": None,  # all (the encoder)
+    "contrastive": ("encoder", "max_seq_length"),
+    "llm": ("model", "max_length", "max_narrative_tokens", "score_batch_size", "score_dtype", "quantization"),
+}
+
+
 def similarity_settings(wildcards):
     settings = config["similarity"]
     section = {"zeroshot": "zeroshot", "contrastive": "contrastive"}.get(wildcards.method, "llm")
+    keys = PREDICT_KEYS[section]
     return {
         "text": settings["text"],
         "max_test_pairs": settings.get("max_test_pairs"),
-        **settings[section],
+        **{k: v for k, v in settings[section].items() if keys is None or k in keys},
     }
 
 
