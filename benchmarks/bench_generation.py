@@ -62,10 +62,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE"], default="PASSIVE",
+                        help="as the rule scripts set it (PASSIVE); ACTIVE is libgomp's spinning default")
     parser.add_argument("--stage-run", type=Path, help="a working directory where the evaluation stage ran")
     parser.add_argument("--note", default="", help="a line about the conditions (e.g. other load)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "generation.md")
     args = parser.parse_args()
+    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # read when torch loads OpenMP
 
     import torch
 
@@ -101,7 +104,7 @@ def main() -> None:
         f"- {len(prompts)} ED prompts (chat template, generation prompt), {min(lengths)}-{max(lengths)} tokens "
         f"(mean {sum(lengths) / len(lengths):.0f}); greedy, at most {args.max_new_tokens} new tokens, KV cache.",
         f"- policy {args.model} (fp32), torch {torch.__version__}, {args.threads} thread(s), "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
+        f"OMP_WAIT_POLICY={args.omp_wait_policy}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after." + (f" {args.note}" if args.note else ""),
         "- One at a time = batch size 1, no padding (what the EmPO code's per-prompt pipeline call does).",
         "  Batched = prompts sorted by length, left-padded batches, outputs put back in input order.",
