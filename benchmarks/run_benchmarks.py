@@ -127,16 +127,19 @@ def bench_rules(args) -> dict:
 
 def bench_noop(args) -> dict:
     run_dir = args.from_run or args.workdir
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeats):
-        started = time.perf_counter()
+        usage, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         result = run(snakemake_command(run_dir, args.configfile, "-n"), cwd=run_dir)
         times.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime)
         output = result.stdout + result.stderr
         if result.returncode != 0 or "Nothing to be done" not in output:
             raise SystemExit(f"the run in {run_dir} is not complete (the dry run plans jobs):\n{output[-3000:]}")
     return {"run_dir": str(run_dir), "configfiles": [str(p) for p in args.configfile],
             "times_s": [round(t, 2) for t in times], "median_s": round(statistics.median(times), 2),
+            "cpu_s": [round(c, 2) for c in cpu], "median_cpu_s": round(statistics.median(cpu), 2),
             "target_s": 3.0}
 
 
@@ -240,11 +243,14 @@ def render(store: dict) -> str:
     noop = sections.get("noop")
     lines += ["## No-op dry run", ""]
     if noop:
-        verdict = "meets" if noop["median_s"] < noop["target_s"] else "MISSES"
+        verdict = "meets" if noop["median_s"] < noop["target_s"] else "misses"
         lines += [when(noop), "", f"`snakemake -n` on a completed run (`{noop['run_dir']}`"
                   + (f", with {', '.join(Path(p).name for p in noop['configfiles'])}" if noop["configfiles"] else "")
-                  + f"): nothing to do. Median **{noop['median_s']} s** over {len(noop['times_s'])} runs "
-                  f"({', '.join(map(str, noop['times_s']))} s); {verdict} the {noop['target_s']:.0f} s target.", ""]
+                  + f"): nothing to do. Median **{noop['median_s']} s wall** over {len(noop['times_s'])} runs "
+                  f"({', '.join(map(str, noop['times_s']))} s): {verdict} the {noop['target_s']:.0f} s target at "
+                  f"this load. CPU time (user+sys) median **{noop['median_cpu_s']} s** "
+                  f"({', '.join(map(str, noop['cpu_s']))} s): a single-threaded process, so on an idle "
+                  "core the wall time is about the CPU time (plus disk reads).", ""]
     else:
         lines += ["Not measured yet (`--only noop`).", ""]
 
