@@ -86,7 +86,6 @@ def quantization_config(settings: dict, key: str = "empo.sft"):
         import bitsandbytes  # noqa: F401
     except ImportError as error:
         raise InputError(f"config key {key}.quantization: 4bit needs the bitsandbytes package") from error
-    import torch
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
