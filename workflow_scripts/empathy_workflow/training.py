@@ -335,6 +335,16 @@ def plot_curves(frame: pd.DataFrame, path: str | os.PathLike, title: str) -> Non
     plots.save_figure(figure, path)
 
 
+def _sort_target_modules(config_path: Path) -> None:
+    """PEFT writes target_modules from a set, in hash order: sort it so equal runs give equal bytes."""
+    if not config_path.exists():
+        return
+    config = json.loads(config_path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def save_adapter(model, adapter_dir: str | os.PathLike, info: dict, merge_first: dict | None = None) -> None:
     """Write a PEFT adapter (no embeddings/lm_head) to a temporary folder, then move it into place."""
     adapter_dir = Path(adapter_dir)
@@ -342,6 +352,7 @@ def save_adapter(model, adapter_dir: str | os.PathLike, info: dict, merge_first:
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(str(tmp), save_embedding_layers=False)
+    _sort_target_modules(tmp / "adapter_config.json")
     for name, source in (merge_first or {}).items():
         shutil.copytree(source, tmp / MERGE_DIR / name)
     info = dict(info, merge_first=sorted(merge_first or {}))
