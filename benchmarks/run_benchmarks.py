@@ -85,7 +85,26 @@ def run(command, **kwargs) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------------------------
 
 
+def full_from_log(log: Path) -> dict:
+    """The figures of a finished run from its Snakemake log (a run made outside this script)."""
+    text = log.read_text(encoding="utf-8", errors="replace")
+    elapsed = re.search(r"Elapsed time: (?:(\d+) days?, )?(\d+):(\d+):([\d.]+)", text)
+    jobs = re.search(r"(\d+) of (\d+) steps \(100%\) done", text)
+    command = re.search(r"Command: (.*)", text)
+    if not (elapsed and jobs):
+        raise SystemExit(f"{log}: no 'Elapsed time' / '100% done' lines: not a finished run's log")
+    days, hours, minutes, seconds = (float(x or 0) for x in elapsed.groups())
+    configfiles = re.findall(r"--configfile[= ](\S+)", command.group(1)) if command else []
+    cores = re.search(r"--cores[= ](\d+)", command.group(1)) if command else None
+    stamps = re.findall(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$", text, re.M)
+    return {"ran": f"{stamps[0]} to {stamps[-1]}" if stamps else None, "workdir": str(log.parent), "log": str(log), "cores": int(cores.group(1)) if cores else None,
+            "configfiles": configfiles, "reused_models": None, "cpu_s": None, "jobs": int(jobs.group(2)),
+            "wall_s": round(((days * 24 + hours) * 60 + minutes) * 60 + seconds, 1)}
+
+
 def bench_full(args) -> dict:
+    if args.full_from_log:
+        return full_from_log(args.full_from_log)
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     if args.reuse_models and (REPO / "results" / "models").is_dir():
@@ -212,13 +231,17 @@ def render(store: dict) -> str:
     sections = store.get("sections", {})
 
     full = sections.get("full")
-    lines += ["## Full default run", ""]
+    lines += ["## Full run (`make run`)", ""]
     if full:
+        source = (f" (read from the log of a run made outside this script, `{full['log']}`, which ran "
+                  f"{full.get('ran')}: the load figures below are from reading it, see the note)"
+                  if full.get("log") else "")
+        cpu = f", {full['cpu_s']:.0f} s CPU" if full.get("cpu_s") is not None else ""
         lines += [when(full), "",
                   f"`snakemake --cores {full['cores']}` on config.yaml"
                   + (f" + {', '.join(Path(p).name for p in full['configfiles'])}" if full["configfiles"] else "")
-                  + f" in a scratch directory: **{full['wall_s']:.0f} s wall** ({full['wall_s'] / 60:.1f} min), "
-                  f"{full['cpu_s']:.0f} s CPU, {full['jobs']} jobs"
+                  + f" in `{full['workdir']}`{source}: **{full['wall_s']:.0f} s wall** ({full['wall_s'] / 60:.1f} min)"
+                  f"{cpu}, {full['jobs']} jobs"
                   + (" (models copied in, not prepared)" if full["reused_models"] else "") + ".", ""]
     else:
         lines += ["Not measured yet (`--only full`).", ""]
@@ -300,6 +323,8 @@ def main() -> None:
     parser.add_argument("--from-run", type=Path, help="a completed run directory for rules/noop")
     parser.add_argument("--configfile", type=Path, nargs="*", default=[],
                         help="extra config files of the run (config.yaml is always loaded)")
+    parser.add_argument("--full-from-log", type=Path,
+                        help="`full`: take the figures from a finished run's Snakemake log instead of running")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--reuse-models", action="store_true",
                         help="copy results/models/{policy,encoder} of the repository instead of preparing them")
@@ -314,6 +339,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     args.from_run = args.from_run.resolve() if args.from_run else None
+    args.full_from_log = args.full_from_log.resolve() if args.full_from_log else None
     args.configfile = [p.resolve() for p in args.configfile]
 
     store = json.loads(STORE.read_text()) if STORE.exists() else {}
