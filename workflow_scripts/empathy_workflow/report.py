@@ -15,6 +15,8 @@ from typing import Any, Iterable
 
 from .io import read_json
 
+# Numbers stored beside metrics that describe how they were computed, not results.
+SETTINGS = {"num_layers", "seed", "permutations", "resamples", "num_fewshot", "limit"}
 SIMILARITY_COLUMNS = ["pearson", "spearman", "mse", "accuracy", "precision", "recall", "f1"]
 METHOD_LABELS = {
     "zeroshot": "zero-shot encoder (cosine, isotonic map)",
@@ -58,7 +60,7 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten(value, name + "."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key not in SETTINGS:
             flat[name] = value
     return flat
 
@@ -183,7 +185,8 @@ def similarity_section(metric_files: list[Path], ceilings: dict[str, dict], repo
 
 
 def empo_section(metric_files: list[Path], significance: Path, curves: list[Path], pair_stats: list[Path],
-                 epitome: list[Path], report_dir: Path, plot_path: Path | None = None) -> str:
+                 epitome: list[Path], report_dir: Path, plot_path: Path | None = None,
+                 mapping: str = "plutchik") -> str:
     models = [path.parent.name for path in metric_files]
     metrics = {path.parent.name: read_json(path) for path in metric_files}
     lines = ["## EmPO: emotion-grounded preference optimisation", ""]
@@ -193,10 +196,12 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
     for path in pair_stats:
         stats = read_json(path)
         split = path.name.replace("_stats.json", "")
-        pair_rows.append([split, stats.get("n_pairs"), stats.get("n_prompts", stats.get("n_conversations")),
-                          stats.get("rejected_per_prompt"), stats.get("emotion_mapping")])
+        pair_rows.append([split, stats.get("pairs"), stats.get("prompts"), stats.get("conversations"),
+                          stats.get("rejected_per_prompt"), stats.get("prompts_without_enough_rejected")])
     lines += ["### Preference pairs", "",
-              table(["split", "pairs", "prompts", "rejected per prompt", "mapping"], pair_rows), ""]
+              f"Rejected replies come from conversations of the opposite emotion (mapping: `{mapping}`).", "",
+              table(["split", "pairs", "prompts", "conversations in split", "rejected per prompt",
+                     "prompts dropped (too few rejected candidates)"], pair_rows), ""]
 
     # Training curves
     curve_links = []
@@ -236,14 +241,14 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
     flat_all = {model: flatten({g: metrics[model].get(g, {}) for g in groups}) for model in models}
     compare_rows = []
     for model in models:
-        if model == baseline:
-            continue
+        if model in (baseline, "base"):
+            continue  # the comparison is between training runs; base is in the tables above
         for key in sorted(flat_all[model]):
             old, new = flat_all[baseline].get(key), flat_all[model][key]
             if old is None or new is None:
                 continue
             change = new - old
-            if not change:
+            if abs(change) < 1e-9:
                 direction = "same"
             elif NO_DIRECTION.search(key):
                 direction = "changed"
@@ -284,7 +289,9 @@ def significance_table(data: dict) -> str:
     if isinstance(comparisons, list):
         for entry in comparisons:
             rows.append([entry.get("metric"), entry.get("model_a", entry.get("a")), entry.get("model_b", entry.get("b")),
-                         entry.get("mean_difference", entry.get("difference")), entry.get("p_value")])
+                         entry.get("mean_difference", entry.get("difference")),
+                         [entry["ci_low"], entry["ci_high"]] if "ci_low" in entry else None,
+                         entry.get("p_value"), entry.get("p_value_holm")])
     elif isinstance(comparisons, dict):
         for metric, pairs in comparisons.items():
             if not isinstance(pairs, dict):
@@ -293,9 +300,11 @@ def significance_table(data: dict) -> str:
                 if isinstance(entry, dict):
                     a, _, b = pair.partition("_vs_")
                     rows.append([metric, entry.get("model_a", a), entry.get("model_b", b),
-                                 entry.get("mean_difference", entry.get("difference")), entry.get("p_value")])
-    method = data.get("method", "paired permutation test on per-item scores")
-    return f"{method}.\n\n" + table(["metric", "model A", "model B", "mean difference (A - B)", "p"], rows)
+                                 entry.get("mean_difference", entry.get("difference")), None,
+                                 entry.get("p_value"), entry.get("p_value_holm")])
+    method = data.get("test", data.get("method", "paired permutation test on per-item scores"))
+    return f"{method}\n\n" + table(["metric", "model A", "model B", "mean difference (A - B)", "95% interval",
+                                     "p", "p (Holm)"], rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +389,8 @@ def build_summary(inputs: dict[str, list[str]], config: dict, output: Path) -> s
         similarity_section(paths["similarity"], ceilings, report_dir, plots / "similarity_pearson.png"),
         "",
         empo_section(paths["empo"], paths["significance"][0], paths["curves"], paths["pair_stats"],
-                     paths["epitome"], report_dir, plots / "empo_metrics.png"),
+                     paths["epitome"], report_dir, plots / "empo_metrics.png",
+                     mapping=config.get("empo", {}).get("pairs", {}).get("emotion_mapping", "plutchik")),
         "",
     ]
     return "\n".join(sections).rstrip() + "\n"
