@@ -16,6 +16,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/report/summary.md",
-    default_target: True

@@ -1,31 +1,5 @@
 # Annotator agreement (paper 1): English vs Urdu, and the ceiling disagreement puts on models.
 
-if "urdu_stories" in config["agreement"]["datasets"]:
-    # urdu_stories is built from datasets.urdu_stories; a second declaration would make two rules
-    # produce its ratings.
-    raise WorkflowError(
-        "config key agreement.datasets.urdu_stories: this name is reserved (the Urdu ratings are "
-        "always analysed, from datasets.urdu_stories); declare your dataset under another name"
-    )
-
-
-def agreement_ratings(wildcards):
-    if wildcards.dataset == "urdu_stories":
-        return "results/data/urdu_stories/ratings.csv"
-    return f"results/data/agreement/{wildcards.dataset}/ratings.csv"
-
-
-def agreement_scale(name):
-    entry = config["agreement"]["datasets"].get(name, {})
-    return entry.get("scale", config["agreement"]["scale"])
-
-
-def agreement_language(name):
-    """The annotators' language (en, ur, ...): urdu_stories is Urdu; user datasets say so or not."""
-    if name == "urdu_stories":
-        return "ur"
-    return config["agreement"]["datasets"].get(name, {}).get("language")
-
 
 rule prepare_agreement_ratings:
     input:
@@ -34,13 +8,13 @@ rule prepare_agreement_ratings:
         ),
     output:
         ratings="results/data/agreement/{dataset}/ratings.csv",
-    params:
-        scale=lambda wildcards: agreement_scale(wildcards.dataset),
-        code=code_version("agreement"),
     log:
         "results/logs/agreement/{dataset}_ratings.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        scale=lambda wildcards: agreement_scale(wildcards.dataset),
+        code=code_version("agreement"),
     script:
         "../workflow_scripts/prepare_agreement_ratings.py"
 
@@ -52,17 +26,17 @@ rule agreement_analysis:
         json="results/agreement/{dataset}/agreement.json",
         table="results/agreement/{dataset}/agreement.md",
         plots=directory("results/agreement/{dataset}/plots"),
-    params:
-        settings=config["agreement"],
-        scale=lambda wildcards: agreement_scale(wildcards.dataset),
-        seed=SEED,
-        code=code_version("agreement", "plots"),
     log:
         "results/logs/agreement/{dataset}.log",
     benchmark:
         "results/benchmarks/agreement/{dataset}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        settings=config["agreement"],
+        scale=lambda wildcards: agreement_scale(wildcards.dataset),
+        seed=SEED,
+        code=code_version("agreement", "plots"),
     script:
         "../workflow_scripts/agreement_analysis.py"
 
@@ -75,14 +49,14 @@ rule agreement_aggregate_scores:
         json="results/agreement/aggregate_scores.json",
         table="results/agreement/aggregate_scores.md",
         plots=directory("results/agreement/aggregate_plots"),
-    params:
-        settings=config["agreement"],
-        seed=SEED,
-        code=code_version("agreement", "plots"),
     log:
         "results/logs/agreement/aggregate_scores.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        settings=config["agreement"],
+        seed=SEED,
+        code=code_version("agreement", "plots"),
     script:
         "../workflow_scripts/agreement_aggregate_scores.py"
 
@@ -94,13 +68,13 @@ rule agreement_cross_culture:
         json="results/agreement/cross_culture.json",
         table="results/agreement/cross_culture.md",
         plot="results/agreement/cross_culture_alpha.png",
-    params:
-        datasets=AGREEMENT_DATASETS,
-        languages={name: agreement_language(name) for name in AGREEMENT_DATASETS},
-        code=code_version("agreement", "plots"),
     log:
         "results/logs/agreement/cross_culture.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        datasets=AGREEMENT_DATASETS,
+        languages={name: agreement_language(name) for name in AGREEMENT_DATASETS},
+        code=code_version("agreement", "plots"),
     script:
         "../workflow_scripts/agreement_cross_culture.py"

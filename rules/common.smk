@@ -11,13 +11,14 @@ REPO = Path(workflow.basedir)
 SCRIPTS = REPO / "workflow_scripts"
 # Rule scripts import the shared library (workflow_scripts/empathy_workflow); jobs inherit this,
 # locally and on cluster nodes alike.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(SCRIPTS), os.environ.get("PYTHONPATH", "")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p for p in (str(SCRIPTS), os.environ.get("PYTHONPATH", "")) if p
+    )
 )
 sys.path.insert(0, str(SCRIPTS))
 
 from empathy_workflow.config import ConfigError, resolve_path, validate_config
-
 
 try:
     validate_config(config, REPO / "schemas" / "config.schema.yaml", REPO)
@@ -43,12 +44,17 @@ def dataset_path(dataset, key):
 
 def local_inputs(*paths):
     """Input files that Snakemake should track: local ones only (remote sources are fetched in-job)."""
-    return [p for p in paths if p is not None and not p.startswith(("http://", "https://", "hf:"))]
+    return [
+        p
+        for p in paths
+        if p is not None and not p.startswith(("http://", "https://", "hf:"))
+    ]
 
 
 def code_version(*modules):
     """Hash of the library modules a rule imports. Snakemake's code trigger sees only the script
-    itself; as a param, this makes an edit to a shared helper rerun the rules that use it."""
+    itself; as a param, this makes an edit to a shared helper rerun the rules that use it.
+    """
     digest = hashlib.sha256()
     for module in ("io", "runtime") + modules:
         digest.update((SCRIPTS / "empathy_workflow" / f"{module}.py").read_bytes())
@@ -64,3 +70,162 @@ EMPO_MODELS = ["base", "sft"] + PREFERENCE_RUNS
 AGREEMENT_DATASETS = ["urdu_stories"] + sorted(config["agreement"]["datasets"])
 SIMILARITY_METHODS = config["similarity"]["methods"]
 SIMILARITY_TEST_SETS = config["similarity"]["test_sets"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input functions and settings of rules/data.smk
+
+# Raw datasets -> validated intermediate tables under results/data/.
+# Inputs list the local files only (so Snakemake tracks them); every rule reads its sources from
+# params, where a URL (or for EmpatheticDialogues an "hf:" id) is fetched inside the job.
+EPITOME_KEYS = ("emotional_reactions", "interpretations", "explorations")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input functions and settings of rules/agreement.smk
+
+# Annotator agreement (paper 1): English vs Urdu, and the ceiling disagreement puts on models.
+if "urdu_stories" in config["agreement"]["datasets"]:
+    # urdu_stories is built from datasets.urdu_stories; a second declaration would make two rules
+    # produce its ratings.
+    raise WorkflowError(
+        "config key agreement.datasets.urdu_stories: this name is reserved (the Urdu ratings are "
+        "always analysed, from datasets.urdu_stories); declare your dataset under another name"
+    )
+
+
+def agreement_ratings(wildcards):
+    if wildcards.dataset == "urdu_stories":
+        return "results/data/urdu_stories/ratings.csv"
+    return f"results/data/agreement/{wildcards.dataset}/ratings.csv"
+
+
+def agreement_scale(name):
+    entry = config["agreement"]["datasets"].get(name, {})
+    return entry.get("scale", config["agreement"]["scale"])
+
+
+def agreement_language(name):
+    """The annotators' language (en, ur, ...): urdu_stories is Urdu; user datasets say so or not."""
+    if name == "urdu_stories":
+        return "ur"
+    return config["agreement"]["datasets"].get(name, {}).get("language")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input functions and settings of rules/similarity.smk
+
+
+# Empathic similarity (paper 1): zero-shot encoder, contrastive fine-tuning, LLM fine-tuning.
+def similarity_test_table(wildcards):
+    if wildcards.testset == "urdu_stories":
+        return "results/data/urdu_stories/pairs.csv"
+    return "results/data/empathic_stories/test.csv"
+
+
+def similarity_model_inputs(wildcards):
+    """What a method's predictions need besides the test table: the model (and adapter), and for
+    the Urdu pairs the per-annotator ratings (model vs single annotators)."""
+    method = wildcards.method
+    settings = config["similarity"]
+    if method == "zeroshot":
+        inputs = {"model": model_dir(settings["zeroshot"]["encoder"])}
+    elif method == "contrastive":
+        inputs = {"model": "results/similarity/contrastive/model"}
+    elif method == "llm_zeroshot":
+        inputs = {"model": model_dir(settings["llm"]["model"])}
+    else:
+        inputs = {
+            "model": model_dir(settings["llm"]["model"]),
+            "adapter": "results/similarity/llm_sft/adapter",
+        }
+    if wildcards.testset == "urdu_stories":
+        inputs["ratings"] = "results/data/urdu_stories/ratings.csv"
+    return inputs
+
+
+# The keys prediction reads from each section. Training hyperparameters reach predictions through
+# the trained model (an input): as params they would also rerun the zero-shot scoring.
+
+
+PREDICT_KEYS = {
+    "zeroshot": None,  # all (the encoder)
+    "contrastive": ("encoder", "max_seq_length"),
+    "llm": (
+        "model",
+        "max_length",
+        "max_narrative_tokens",
+        "score_batch_size",
+        "score_dtype",
+        "quantization",
+    ),
+}
+
+
+def similarity_settings(wildcards):
+    settings = config["similarity"]
+    section = {"zeroshot": "zeroshot", "contrastive": "contrastive"}.get(
+        wildcards.method, "llm"
+    )
+    keys = PREDICT_KEYS[section]
+    return {
+        "text": settings["text"],
+        "max_test_pairs": settings.get("max_test_pairs"),
+        **{k: v for k, v in settings[section].items() if keys is None or k in keys},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Input functions and settings of rules/empo.smk
+
+
+# EmPO (paper 2): emotion-grounded preference pairs, SFT, then preference optimisation (LoRA).
+def emotion_mapping_source():
+    name = config["empo"]["pairs"]["emotion_mapping"]
+    if name == "plutchik":
+        return str(REPO / "resources" / "emotion_mappings" / "plutchik.csv")
+    if name == "valence":
+        return None
+    return resolve_path(name, REPO)
+
+
+def empo_adapter(wildcards):
+    """The adapter a model name stands for: none for base, the SFT one, or a preference run's."""
+    if wildcards.model == "base":
+        return {}
+    return {"adapter": f"results/empo/models/{wildcards.model}"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Input functions and settings of rules/evaluation.smk
+
+# Evaluation of every EmPO model: diff-Epitome, BERTScore, diversity, valence, lm-eval.
+EPITOME_MECHANISMS = ["er", "ip", "ex"]
+
+
+EPITOME_WEIGHTS = config["empo"]["evaluation"]["epitome"].get("weights")
+
+
+def epitome_classifiers(wildcards):
+    if EPITOME_WEIGHTS:
+        paths = {m: resolve_path(EPITOME_WEIGHTS[m], REPO) for m in EPITOME_MECHANISMS}
+    else:
+        paths = {m: "results/empo/epitome/model" for m in EPITOME_MECHANISMS}
+    paths.update(
+        {
+            f"{m}_metrics": f"results/empo/epitome/{m}_metrics.json"
+            for m in EPITOME_MECHANISMS
+        }
+    )
+    return paths
+
+
+def bertscore_model(wildcards):
+    name = config["empo"]["evaluation"]["bertscore"]["model"]
+    return {"bertscore_model": model_dir(name)} if name in config["models"] else {}
+
+
+def bertscore_source():
+    """The hub id behind the BERTScore model (its name finds bert-score's shipped baseline)."""
+    name = config["empo"]["evaluation"]["bertscore"]["model"]
+    return config["models"][name]["source"] if name in config["models"] else name

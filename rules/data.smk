@@ -1,9 +1,3 @@
-# Raw datasets -> validated intermediate tables under results/data/.
-# Inputs list the local files only (so Snakemake tracks them); every rule reads its sources from
-# params, where a URL (or for EmpatheticDialogues an "hf:" id) is fetched inside the job.
-
-EPITOME_KEYS = ("emotional_reactions", "interpretations", "explorations")
-
 
 rule prepare_empathic_stories:
     input:
@@ -106,7 +100,7 @@ rule prepare_mmlu:
     params:
         # The local folder (also an input, so Snakemake tracks it) or the URL of an archive. A plain
         # value: params functions taking `input` are "derived" and escape the params trigger.
-        source=dataset_path("mmlu", "dir"),
+        sources={"dir": dataset_path("mmlu", "dir")},
         code=code_version("data"),
     script:
         "../workflow_scripts/prepare_mmlu.py"

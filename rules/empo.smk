@@ -1,15 +1,6 @@
 # EmPO (paper 2): emotion-grounded preference pairs, SFT, then preference optimisation (LoRA).
 
 
-def emotion_mapping_source():
-    name = config["empo"]["pairs"]["emotion_mapping"]
-    if name == "plutchik":
-        return str(REPO / "resources" / "emotion_mappings" / "plutchik.csv")
-    if name == "valence":
-        return None
-    return resolve_path(name, REPO)
-
-
 rule empo_emotion_mapping:
     input:
         mapping=local_inputs(emotion_mapping_source()),
@@ -17,13 +8,13 @@ rule empo_emotion_mapping:
         vad="results/data/lexicons/vad.csv",
     output:
         mapping="results/empo/emotion_mapping.csv",
-    params:
-        mapping=config["empo"]["pairs"]["emotion_mapping"],
-        code=code_version("preference"),
     log:
         "results/logs/empo/emotion_mapping.log",
     conda:
         "../envs/data.yaml"
+    params:
+        mapping=config["empo"]["pairs"]["emotion_mapping"],
+        code=code_version("preference"),
     script:
         "../workflow_scripts/empo_emotion_mapping.py"
 
@@ -36,15 +27,15 @@ rule empo_pairs:
     output:
         pairs="results/empo/pairs/{split}.jsonl",
         stats="results/empo/pairs/{split}_stats.json",
+    log:
+        "results/logs/empo/pairs_{split}.log",
+    conda:
+        "../envs/data.yaml"
     params:
         settings=config["empo"]["pairs"],
         system_prompt=config["empo"]["system_prompt"],
         seed=SEED,
         code=code_version("preference"),
-    log:
-        "results/logs/empo/pairs_{split}.log",
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/empo_pairs.py"
 
@@ -62,6 +53,13 @@ rule empo_sft:
             category="EmPO training",
             caption="../report/training_curves.rst",
         ),
+    log:
+        "results/logs/empo/sft.log",
+    benchmark:
+        "results/benchmarks/empo/sft.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: 2
     params:
         settings=config["empo"]["sft"],
         # only the key SFT reads (its conversation subset): other pair settings must not retrain it
@@ -70,13 +68,6 @@ rule empo_sft:
         checkpoints="results/checkpoints/empo/sft",
         seed=SEED,
         code=code_version("preference", "training", "plots"),
-    log:
-        "results/logs/empo/sft.log",
-    benchmark:
-        "results/benchmarks/empo/sft.tsv"
-    threads: 2
-    conda:
-        "../envs/training.yaml"
     script:
         "../workflow_scripts/empo_sft.py"
 
@@ -95,29 +86,22 @@ rule empo_preference:
             category="EmPO training",
             caption="../report/training_curves.rst",
         ),
+    log:
+        "results/logs/empo/preference_{run}.log",
+    benchmark:
+        "results/benchmarks/empo/preference_{run}.tsv"
+    wildcard_constraints:
+        run="|".join(PREFERENCE_RUNS),
+    conda:
+        "../envs/training.yaml"
+    threads: 2
     params:
         settings=lambda wildcards: config["empo"]["preference"]["runs"][wildcards.run],
         checkpoints=lambda wildcards: f"results/checkpoints/empo/{wildcards.run}",
         seed=SEED,
         code=code_version("preference", "training", "plots"),
-    log:
-        "results/logs/empo/preference_{run}.log",
-    benchmark:
-        "results/benchmarks/empo/preference_{run}.tsv"
-    threads: 2
-    wildcard_constraints:
-        run="|".join(PREFERENCE_RUNS),
-    conda:
-        "../envs/training.yaml"
     script:
         "../workflow_scripts/empo_preference.py"
-
-
-def empo_adapter(wildcards):
-    """The adapter a model name stands for: none for base, the SFT one, or a preference run's."""
-    if wildcards.model == "base":
-        return {}
-    return {"adapter": f"results/empo/models/{wildcards.model}"}
 
 
 rule empo_generate:
@@ -127,19 +111,19 @@ rule empo_generate:
         model=model_dir(config["empo"]["sft"]["model"]),
     output:
         generations="results/empo/generations/{model}.jsonl",
+    log:
+        "results/logs/empo/generate_{model}.log",
+    benchmark:
+        "results/benchmarks/empo/generate_{model}.tsv"
+    wildcard_constraints:
+        model="|".join(EMPO_MODELS),
+    conda:
+        "../envs/training.yaml"
+    threads: 2
     params:
         settings=config["empo"]["generation"],
         system_prompt=config["empo"]["system_prompt"],
         seed=SEED,
         code=code_version("preference", "training", "generation", "plots"),
-    log:
-        "results/logs/empo/generate_{model}.log",
-    benchmark:
-        "results/benchmarks/empo/generate_{model}.tsv"
-    threads: 2
-    wildcard_constraints:
-        model="|".join(EMPO_MODELS),
-    conda:
-        "../envs/training.yaml"
     script:
         "../workflow_scripts/empo_generate.py"

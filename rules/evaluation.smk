@@ -1,8 +1,5 @@
 # Evaluation of every EmPO model: diff-Epitome, BERTScore, diversity, valence, lm-eval.
 
-EPITOME_MECHANISMS = ["er", "ip", "ex"]
-EPITOME_WEIGHTS = config["empo"]["evaluation"]["epitome"].get("weights")
-
 
 if EPITOME_WEIGHTS:
 
@@ -10,22 +7,24 @@ if EPITOME_WEIGHTS:
     rule epitome_classifier_given:
         input:
             table="results/data/epitome/epitome.csv",
-            weights=lambda wildcards: resolve_path(EPITOME_WEIGHTS[wildcards.mechanism], REPO),
+            weights=lambda wildcards: resolve_path(
+                EPITOME_WEIGHTS[wildcards.mechanism], REPO
+            ),
         output:
             metrics="results/empo/epitome/{mechanism}_metrics.json",
-        params:
-            settings=config["empo"]["evaluation"]["epitome"],
-            seed=SEED,
-            code=code_version("evaluation"),
         log:
             "results/logs/evaluation/epitome_{mechanism}.log",
         benchmark:
             "results/benchmarks/evaluation/epitome_{mechanism}.tsv"
-        threads: 2
         wildcard_constraints:
             mechanism="er|ip|ex",
         conda:
             "../envs/evaluation.yaml"
+        threads: 2
+        params:
+            settings=config["empo"]["evaluation"]["epitome"],
+            seed=SEED,
+            code=code_version("evaluation"),
         script:
             "../workflow_scripts/epitome_classifier.py"
 
@@ -41,39 +40,19 @@ else:
             er_metrics="results/empo/epitome/er_metrics.json",
             ip_metrics="results/empo/epitome/ip_metrics.json",
             ex_metrics="results/empo/epitome/ex_metrics.json",
-        params:
-            settings=config["empo"]["evaluation"]["epitome"],
-            seed=SEED,
-            code=code_version("evaluation"),
         log:
             "results/logs/evaluation/epitome.log",
         benchmark:
             "results/benchmarks/evaluation/epitome.tsv"
-        threads: 2
         conda:
             "../envs/evaluation.yaml"
+        threads: 2
+        params:
+            settings=config["empo"]["evaluation"]["epitome"],
+            seed=SEED,
+            code=code_version("evaluation"),
         script:
             "../workflow_scripts/epitome_classifier.py"
-
-
-def epitome_classifiers(wildcards):
-    if EPITOME_WEIGHTS:
-        paths = {m: resolve_path(EPITOME_WEIGHTS[m], REPO) for m in EPITOME_MECHANISMS}
-    else:
-        paths = {m: "results/empo/epitome/model" for m in EPITOME_MECHANISMS}
-    paths.update({f"{m}_metrics": f"results/empo/epitome/{m}_metrics.json" for m in EPITOME_MECHANISMS})
-    return paths
-
-
-def bertscore_model(wildcards):
-    name = config["empo"]["evaluation"]["bertscore"]["model"]
-    return {"bertscore_model": model_dir(name)} if name in config["models"] else {}
-
-
-def bertscore_source():
-    """The hub id behind the BERTScore model (its name finds bert-score's shipped baseline)."""
-    name = config["empo"]["evaluation"]["bertscore"]["model"]
-    return config["models"][name]["source"] if name in config["models"] else name
 
 
 rule empo_evaluate:
@@ -87,21 +66,24 @@ rule empo_evaluate:
     output:
         metrics="results/empo/eval/{model}/text_metrics.json",
         per_item="results/empo/eval/{model}/per_item.csv",
-    params:
-        # the sections text metrics read (not lm_eval: its settings must not rescore the texts)
-        settings={k: config["empo"]["evaluation"][k] for k in ("epitome", "bertscore", "significance")},
-        bertscore_source=bertscore_source(),
-        seed=SEED,
-        code=code_version("evaluation"),
     log:
         "results/logs/evaluation/evaluate_{model}.log",
     benchmark:
         "results/benchmarks/evaluation/evaluate_{model}.tsv"
-    threads: 2
     wildcard_constraints:
         model="|".join(EMPO_MODELS),
     conda:
         "../envs/evaluation.yaml"
+    threads: 2
+    params:
+        # the sections text metrics read (not lm_eval: its settings must not rescore the texts)
+        settings={
+            k: config["empo"]["evaluation"][k]
+            for k in ("epitome", "bertscore", "significance")
+        },
+        bertscore_source=bertscore_source(),
+        seed=SEED,
+        code=code_version("evaluation"),
     script:
         "../workflow_scripts/empo_evaluate.py"
 
@@ -113,21 +95,25 @@ rule empo_lm_eval:
         mmlu="results/data/mmlu/questions.csv",
     output:
         results="results/empo/eval/{model}/lm_eval.json",
-    params:
-        settings=config["empo"]["evaluation"]["lm_eval"],
-        seed=SEED,
-        code=code_version(
-            "training", "preference", "plots", "lm_eval_tasks/__init__", "lm_eval_tasks/runner"
-        ),
     log:
         "results/logs/evaluation/lm_eval_{model}.log",
     benchmark:
         "results/benchmarks/evaluation/lm_eval_{model}.tsv"
-    threads: 2
     wildcard_constraints:
         model="|".join(EMPO_MODELS),
     conda:
         "../envs/evaluation.yaml"
+    threads: 2
+    params:
+        settings=config["empo"]["evaluation"]["lm_eval"],
+        seed=SEED,
+        code=code_version(
+            "training",
+            "preference",
+            "plots",
+            "lm_eval_tasks/__init__",
+            "lm_eval_tasks/runner",
+        ),
     script:
         "../workflow_scripts/empo_lm_eval.py"
 
@@ -138,14 +124,14 @@ rule empo_metrics:
         lm_eval="results/empo/eval/{model}/lm_eval.json",
     output:
         metrics="results/empo/eval/{model}/metrics.json",
-    params:
-        code=code_version("evaluation"),
     log:
         "results/logs/evaluation/metrics_{model}.log",
     wildcard_constraints:
         model="|".join(EMPO_MODELS),
     conda:
         "../envs/evaluation.yaml"
+    params:
+        code=code_version("evaluation"),
     script:
         "../workflow_scripts/empo_metrics.py"
 
@@ -155,14 +141,14 @@ rule empo_significance:
         per_item=expand("results/empo/eval/{model}/per_item.csv", model=EMPO_MODELS),
     output:
         json="results/empo/eval/significance.json",
+    log:
+        "results/logs/evaluation/significance.log",
+    conda:
+        "../envs/evaluation.yaml"
     params:
         models=EMPO_MODELS,
         settings=config["empo"]["evaluation"]["significance"],
         seed=SEED,
         code=code_version("evaluation"),
-    log:
-        "results/logs/evaluation/significance.log",
-    conda:
-        "../envs/evaluation.yaml"
     script:
         "../workflow_scripts/empo_significance.py"

@@ -5,14 +5,14 @@
 rule prepare_model:
     output:
         directory("results/models/{model}"),
-    params:
-        settings=lambda wildcards: config["models"][wildcards.model],
-        code=code_version("models"),
     log:
         "results/logs/models/{model}.log",
     benchmark:
         "results/benchmarks/prepare_model/{model}.tsv"
     conda:
         "../envs/training.yaml"
+    params:
+        settings=lambda wildcards: config["models"][wildcards.model],
+        code=code_version("models"),
     script:
         "../workflow_scripts/prepare_model.py"

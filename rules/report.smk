@@ -3,7 +3,9 @@
 
 rule report:
     input:
-        agreement=expand("results/agreement/{dataset}/agreement.json", dataset=AGREEMENT_DATASETS),
+        agreement=expand(
+            "results/agreement/{dataset}/agreement.json", dataset=AGREEMENT_DATASETS
+        ),
         aggregate="results/agreement/aggregate_scores.json",
         cross_culture="results/agreement/cross_culture.json",
         similarity=expand(
@@ -13,9 +15,16 @@ rule report:
         ),
         empo=expand("results/empo/eval/{model}/metrics.json", model=EMPO_MODELS),
         significance="results/empo/eval/significance.json",
-        curves=expand("results/empo/curves/{model}.csv", model=["sft"] + PREFERENCE_RUNS),
-        pair_stats=expand("results/empo/pairs/{split}_stats.json", split=["train", "valid", "test"]),
-        epitome=expand("results/empo/epitome/{mechanism}_metrics.json", mechanism=["er", "ip", "ex"]),
+        curves=expand(
+            "results/empo/curves/{model}.csv", model=["sft"] + PREFERENCE_RUNS
+        ),
+        pair_stats=expand(
+            "results/empo/pairs/{split}_stats.json", split=["train", "valid", "test"]
+        ),
+        epitome=expand(
+            "results/empo/epitome/{mechanism}_metrics.json",
+            mechanism=["er", "ip", "ex"],
+        ),
         splits=[
             "results/data/empathic_stories/split_info.json",
             "results/data/empathetic_dialogues/split_info.json",
@@ -32,12 +41,12 @@ rule report:
             category="EmPO evaluation",
             caption="../report/empo_metrics.rst",
         ),
-    params:
-        config=config,
-        code=code_version("report", "plots"),
     log:
         "results/logs/report.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        config=config,
+        code=code_version("report", "plots"),
     script:
         "../workflow_scripts/report.py"
