@@ -204,6 +204,10 @@ def relocated_run(tiny_run, tmp_path_factory):
             if source.is_file():
                 (repo / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, repo / name)  # keeps mtimes: scripts stay older than outputs
+        # folders too (an input folder, like the MMLU one, is compared by its own mtime); deepest
+        # first, as filling a folder touches it
+        for folder in sorted((p for p in repo.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            shutil.copystat(REPO / folder.relative_to(repo), folder)
     else:  # not a git checkout (e.g. an unpacked archive)
         shutil.copytree(REPO, repo, ignore=shutil.ignore_patterns(
             ".git", ".venv", "results", ".snakemake", "__pycache__", ".pytest_cache"))
