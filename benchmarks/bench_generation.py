@@ -43,6 +43,22 @@ def timed(function):
     return result, time.perf_counter() - started, time.process_time() - cpu
 
 
+SECTION = "## Batched against one prompt at a time"
+
+
+def write_section(path: Path, lines: list[str]) -> None:
+    """Replace this benchmark's section of the file (up to the next "## " heading), keep the rest."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Generation benchmarks\n\n"
+    new = "\n".join(lines) + "\n"
+    if SECTION in text:
+        start = text.index(SECTION)
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + new + ("\n" + text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + new
+    path.write_text(text, encoding="utf-8")
+
+
 def stage_times(run_dir: Path) -> list[tuple[str, float]]:
     import pandas as pd
 
@@ -97,7 +113,7 @@ def main() -> None:
     load_after = os.getloadavg()
 
     lines = [
-        "# Generation: batched against one prompt at a time",
+        SECTION,
         "",
         "Made by `python benchmarks/bench_generation.py " + " ".join(sys.argv[1:]) + "`.",
         "",
@@ -120,7 +136,7 @@ def main() -> None:
                   "Snakemake `benchmark:` wall-clock seconds per job.", "", "| job | seconds |", "|---|---|"]
         lines += [f"| {name} | {seconds:.1f} |" for name, seconds in times]
         lines += [f"| **total** | **{sum(seconds for _, seconds in times):.1f}** |"]
-    args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_section(args.output, lines)
     print(f"wrote {args.output}")
 
 
