@@ -16,6 +16,8 @@ os.environ.update(
         p for p in (str(SCRIPTS), os.environ.get("PYTHONPATH", "")) if p
     )
 )
+# Idle OpenMP threads sleep instead of spinning: on shared cores spinning made torch 10x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(SCRIPTS))
 
 from empathy_workflow.config import ConfigError, resolve_path, validate_config

@@ -4,7 +4,11 @@ workflow in a scratch directory (so tests never touch the user's results/)."""
 from __future__ import annotations
 
 import os
-import subprocess
+
+# Before torch is imported anywhere: idle OpenMP threads sleep instead of spinning (shared cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import subprocess  # noqa: E402
 import sys
 from pathlib import Path
 
