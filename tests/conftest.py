@@ -20,6 +20,16 @@ RESOURCES = REPO / "resources" / "data"
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 
 
+def merge_config(base: dict, extra: dict) -> dict:
+    """Merge `extra` into `base` key by key, as Snakemake merges --configfile; returns `base`."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_config(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def snakemake(workdir: Path, *args: str, configfiles=(), check: bool = True, timeout: float = 3600):
     """Run the workflow with `workdir` as its working directory; return the CompletedProcess."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, TINY_CONFIG, snakemake
+from conftest import REPO, TINY_CONFIG, merge_config, snakemake
 from empathy_workflow.config import ConfigError, validate_config
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
@@ -19,18 +19,9 @@ FULL_SCALE = sorted((REPO / "configs").glob("*.yaml"))
 
 def merged(*overrides: dict) -> dict:
     """config.yaml with overrides merged key by key, as Snakemake merges --configfile."""
-
-    def merge(base: dict, extra: dict) -> dict:
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-        return base
-
     config = copy.deepcopy(DEFAULT)
     for override in overrides:
-        merge(config, copy.deepcopy(override))
+        merge_config(config, copy.deepcopy(override))
     return config
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, TINY_CONFIG
+from conftest import REPO, TINY_CONFIG, merge_config
 
 LIBRARY = "empathy_workflow"
 # Params functions with these arguments are "derived" in Snakemake 9 (Rule._is_deriving_function):
@@ -108,14 +108,7 @@ def assert_plan(plan, expected):
 
 def tiny_settings() -> dict:
     """config.yaml merged with the tiny configuration (as Snakemake does, key by key)."""
-    def merge(base, extra):
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-        return base
-    return merge(yaml.safe_load((REPO / "config.yaml").read_text()),
+    return merge_config(yaml.safe_load((REPO / "config.yaml").read_text()),
                  yaml.safe_load(TINY_CONFIG.read_text()))
 
 
