@@ -414,7 +414,17 @@ def load_causal_lm(model_path, adapter_path=None, quantization: str = "none", dt
     if not torch.cuda.is_available():
         model = model.to(scoring_dtype(dtype))
     model.eval()
+    _contiguous_head_input(model)
     return model, tokenizer
+
+
+def _contiguous_head_input(model) -> None:
+    """Make the output layer's input contiguous. With logits_to_keep=1 it gets a strided slice of the
+    hidden states; for weights that do not require grad (a merged adapter), torch's matmul then
+    broadcasts and copies the whole vocabulary matrix per row (a bmm): 3x slower scoring on CPU."""
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
 
 
 def train_llm(model_path, train: pd.DataFrame, settings: dict, seed: int, output_dir, checkpoints=None) -> dict:
