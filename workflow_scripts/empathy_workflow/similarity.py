@@ -375,17 +375,11 @@ def scoring_dtype(name: str = "auto"):
     times faster there; expected scores move by < 0.1), else float32."""
     import torch
 
+    from . import training
+
     if name == "auto":
-        name = "bfloat16" if torch.cuda.is_available() or _cpu_has_bf16_units() else "float32"
+        name = "bfloat16" if torch.cuda.is_available() or training.cpu_has_bf16_units() else "float32"
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
-
-
-def _cpu_has_bf16_units() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def load_causal_lm(model_path, adapter_path=None, quantization: str = "none", dtype: str = "float32"):
