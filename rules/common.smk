@@ -37,6 +37,12 @@ wildcard_constraints:
 
 SEED = config["seed"]
 
+# Threads: every torch rule asks for one. On the small models of the default run a second torch
+# thread buys only ~1.5x (a 2-thread job keeps its cores ~75% busy), so `--cores N` does more by
+# running N jobs side by side (benchmarks/RESULTS.md). The long sequential steps carry a
+# `priority:` so they start first. Give a rule more with `--set-threads RULE=N`; the Slurm
+# profile sets the GPU rules' threads itself.
+
 
 def dataset_path(dataset, key):
     """A dataset entry resolved against the working directory, then the repository root."""

@@ -57,9 +57,10 @@ rule empo_sft:
         "results/logs/empo/sft.log",
     benchmark:
         "results/benchmarks/empo/sft.tsv"
+    priority: 1  # long and on the critical path: start it first
     conda:
         "../envs/training.yaml"
-    threads: 2
+    threads: 1
     params:
         settings=config["empo"]["sft"],
         # only the key SFT reads (its conversation subset): other pair settings must not retrain it
@@ -92,9 +93,10 @@ rule empo_preference:
         "results/benchmarks/empo/preference_{run}.tsv"
     wildcard_constraints:
         run="|".join(PREFERENCE_RUNS),
+    priority: 1  # long and on the critical path: start it first
     conda:
         "../envs/training.yaml"
-    threads: 2
+    threads: 1
     params:
         settings=lambda wildcards: config["empo"]["preference"]["runs"][wildcards.run],
         checkpoints=lambda wildcards: f"results/checkpoints/empo/{wildcards.run}",
@@ -119,7 +121,7 @@ rule empo_generate:
         model="|".join(EMPO_MODELS),
     conda:
         "../envs/training.yaml"
-    threads: 2
+    threads: 1
     params:
         settings=config["empo"]["generation"],
         system_prompt=config["empo"]["system_prompt"],

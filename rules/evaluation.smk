@@ -20,7 +20,7 @@ if EPITOME_WEIGHTS:
             mechanism="er|ip|ex",
         conda:
             "../envs/evaluation.yaml"
-        threads: 2
+        threads: 1
         params:
             settings=config["empo"]["evaluation"]["epitome"],
             seed=SEED,
@@ -44,9 +44,10 @@ else:
             "results/logs/evaluation/epitome.log",
         benchmark:
             "results/benchmarks/evaluation/epitome.tsv"
+        priority: 1  # long and on the critical path: start it first
         conda:
             "../envs/evaluation.yaml"
-        threads: 2
+        threads: 1
         params:
             settings=config["empo"]["evaluation"]["epitome"],
             seed=SEED,
@@ -74,7 +75,7 @@ rule empo_evaluate:
         model="|".join(EMPO_MODELS),
     conda:
         "../envs/evaluation.yaml"
-    threads: 2
+    threads: 1
     params:
         # the sections text metrics read (not lm_eval: its settings must not rescore the texts)
         settings={
@@ -103,7 +104,7 @@ rule empo_lm_eval:
         model="|".join(EMPO_MODELS),
     conda:
         "../envs/evaluation.yaml"
-    threads: 2
+    threads: 1
     params:
         settings=config["empo"]["evaluation"]["lm_eval"],
         seed=SEED,

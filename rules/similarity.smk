@@ -16,7 +16,7 @@ rule similarity_train_contrastive:
         "results/benchmarks/similarity/train_contrastive.tsv"
     conda:
         "../envs/training.yaml"
-    threads: 2
+    threads: 1
     params:
         settings=config["similarity"]["contrastive"],
         text=config["similarity"]["text"],
@@ -36,9 +36,10 @@ rule similarity_train_llm:
         "results/logs/similarity/train_llm.log",
     benchmark:
         "results/benchmarks/similarity/train_llm.tsv"
+    priority: 1  # long and on the critical path: start it first
     conda:
         "../envs/training.yaml"
-    threads: 2
+    threads: 1
     params:
         settings=config["similarity"]["llm"],
         text=config["similarity"]["text"],
@@ -73,7 +74,7 @@ rule similarity_predict:
         testset="empathic_stories_test|urdu_stories",
     conda:
         "../envs/training.yaml"
-    threads: 2
+    threads: 1
     params:
         settings=similarity_settings,
         seed=SEED,

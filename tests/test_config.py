@@ -48,6 +48,17 @@ def test_full_scale_configs_validate(path):
     validate_config(merged(yaml.safe_load(path.read_text())), SCHEMA, REPO)
 
 
+def test_paper_scale_similarity_lifts_the_laptop_caps():
+    """The default config scores a subset with truncated narratives to fit its CPU budget; the
+    paper-scale config, merged on top of it, must score every pair with whole summaries."""
+    assert DEFAULT["similarity"]["max_test_pairs"] and DEFAULT["similarity"]["llm"]["max_narrative_tokens"]
+    config = merged(yaml.safe_load((REPO / "configs" / "similarity_llama3.yaml").read_text()))
+    similarity = config["similarity"]
+    assert similarity["max_test_pairs"] is None and similarity["llm"]["max_narrative_tokens"] is None
+    assert similarity["llm"]["max_train_pairs"] is None and similarity["llm"]["max_steps"] == -1
+    assert similarity["zeroshot"]["max_seq_length"] is None
+
+
 def test_remote_sources_are_accepted_without_a_file_check():
     validate_config(merged({"datasets": {
         "empathetic_dialogues": {"train": "hf:facebook/empathetic_dialogues", "test": "https://example.org/test.csv"},

@@ -92,6 +92,37 @@ def test_split_note_says_resplit(tables):
     assert json.loads(tables["info"].read_text())["resplit"] is True
     assert similarity.split_note("empathic_stories_test", tables["info"]).startswith("re-split")
     assert "re-split" in similarity.split_note("urdu_stories", tables["info"])
+    assert "all pairs" in similarity.split_note("urdu_stories", tables["info"], scored=291, total=291)
+    assert "subset of 100 of the 291 pairs" in similarity.split_note("urdu_stories", tables["info"], 100, 291)
+    assert similarity.split_note("empathic_stories_test", tables["info"], 100, 150).endswith(
+        "seeded subset of 100 of its 150 pairs")
+
+
+def test_test_pairs_subset_is_seeded_and_shared_by_methods(tables):
+    urdu, _ = similarity.load_pairs(tables["urdu"], "summary")
+    subset = similarity.sample_test_pairs(urdu, 100, seed=42)
+    assert len(subset) == 100 and subset.pair_id.is_unique
+    assert subset.pair_id.tolist() == similarity.sample_test_pairs(urdu, 100, seed=42).pair_id.tolist()
+    assert subset.pair_id.tolist() != similarity.sample_test_pairs(urdu, 100, seed=7).pair_id.tolist()
+    assert subset.index.is_monotonic_increasing  # table order kept
+    assert similarity.sample_test_pairs(urdu, None, 42) is urdu and similarity.sample_test_pairs(urdu, 500, 42) is urdu
+
+
+def test_tree_mask_keeps_branches_apart():
+    import torch
+
+    # two prompts (remainders of 2 and 3 tokens, left-padded to 3) after a shared prefix of 1;
+    # branches [x, y] and [z]
+    mask = similarity._tree_mask([2, 3], 3, 1, [[5, 6], [7]], torch.float32)[:, 0] == 0
+    assert mask.shape == (2, 6, 7)
+    prefix, prompt, branch = slice(0, 1), slice(1, 4), slice(4, 7)
+    assert mask[:, :, prefix].all()  # everyone sees the shared prefix
+    assert mask[1, :3, prompt].tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]  # causal
+    assert mask[0, 1:3, prompt].tolist() == [[0, 1, 0], [0, 1, 1]]  # the pad is never seen
+    assert mask[0, 3:, prompt].tolist() == [[0, 1, 1]] * 3  # branch tokens see the whole prompt
+    # x sees x; y sees x and y; z sees only z
+    assert mask[0, 3:, branch].tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    assert not mask[:, :3, branch].any()  # prompt tokens never see the branches
 
 
 def test_bad_tables_are_named(tmp_path, tables):

@@ -9,12 +9,13 @@ settings = similarity.jsonable(dict(snakemake.params.settings))
 text = settings.pop("text")
 max_test_pairs = settings.pop("max_test_pairs", None)
 test, used = similarity.load_pairs(snakemake.input.test, text)
-if max_test_pairs and len(test) > max_test_pairs:
-    # A seeded subset, the same for every method, so quick runs still compare like with like.
-    test = test.sample(n=max_test_pairs, random_state=snakemake.params.seed).sort_index()
-    logger.info("scoring a seeded subset of %d of the %s pairs (similarity.max_test_pairs)", max_test_pairs, test_set)
+total = len(test)
+test = similarity.sample_test_pairs(test, max_test_pairs, snakemake.params.seed)
+if len(test) < total:
+    logger.info("scoring a seeded subset of %d of the %d %s pairs (similarity.max_test_pairs)", len(test), total,
+                test_set)
 train, _ = similarity.load_pairs(snakemake.input.train, text)
-split = similarity.split_note(test_set, snakemake.input.split_info)
+split = similarity.split_note(test_set, snakemake.input.split_info, scored=len(test), total=total)
 logger.info("%s on %s: %d test pairs (text: %s)", method, test_set, len(test), used)
 
 predictions, details = similarity.predict(method, test, train, snakemake.input.model, settings,
@@ -26,7 +27,7 @@ result = {
     "test_set": test_set,
     "gold": "empathy: mean of the annotators' ratings (1-4)",
     "split": split,
-    "subset": f"seeded subset of {max_test_pairs} pairs" if max_test_pairs else "all pairs",
+    "subset": f"seeded subset of {len(test)} of {total} pairs" if len(test) < total else "all pairs",
     "text": used,
     "text_requested": text,
     "settings": settings,

@@ -84,19 +84,33 @@ def load_pairs(path: str | os.PathLike, text: str) -> tuple[pd.DataFrame, str]:
     return result, used
 
 
-def split_note(test_set: str, info_path: str | os.PathLike | None) -> str:
-    """What the reader must know about where the test pairs (and the training pairs) come from."""
+def sample_test_pairs(test: pd.DataFrame, max_pairs: int | None, seed: int) -> pd.DataFrame:
+    """A seeded subset of the test pairs (similarity.max_test_pairs): it depends only on the table and
+    the seed, so every method scores the same pairs and the methods stay comparable."""
+    if not max_pairs or len(test) <= max_pairs:
+        return test
+    return test.sample(n=int(max_pairs), random_state=seed).sort_index()
+
+
+def split_note(test_set: str, info_path: str | os.PathLike | None, scored: int | None = None,
+               total: int | None = None) -> str:
+    """What the reader must know about where the test pairs (and the training pairs) come from,
+    including how many of them were scored when a seeded subset was taken."""
     info = read_json(info_path) if info_path else {}
     resplit = bool(info.get("resplit"))
     training = ("EmpathicStories train, re-split (seeded re-split of the shipped dev+test pairs; "
                 "not the official split)" if resplit else "EmpathicStories official train split")
+    subset = scored is not None and total is not None and scored < total
     if test_set == "urdu_stories":
-        return f"Urdu story pairs (test only, all pairs); models trained on {training}"
+        pairs = f"a seeded subset of {scored} of the {total} pairs" if subset else "all pairs"
+        return f"Urdu story pairs (test only, {pairs}); models trained on {training}"
     if resplit:
         seed = info.get("seed")
-        return (f"re-split: EmpathicStories test part of a seeded re-split (seed {seed}) of the shipped "
+        note = (f"re-split: EmpathicStories test part of a seeded re-split (seed {seed}) of the shipped "
                 f"dev+test pairs; not comparable with the paper's official test set")
-    return "EmpathicStories official test split"
+    else:
+        note = "EmpathicStories official test split"
+    return note + (f"; scored on a seeded subset of {scored} of its {total} pairs" if subset else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,25 +521,61 @@ def _expanded_cache(model, prefix_cache, batch: int):
     return cache
 
 
+def _tree_mask(rest_lengths: list[int], length: int, shared: int, branches: list[list[int]], dtype):
+    """Additive 4D attention mask [batch, 1, length + T, shared + length + T] for one forward pass
+    over left-padded prompt remainders followed by every branch's tokens (T in all): prompt tokens
+    see the shared prefix and the earlier real tokens of their own prompt; a branch token also sees
+    the whole prompt and the earlier tokens of its own branch, never another branch ("tree attention").
+    Every row may see itself, so no row is empty."""
+    import torch
+
+    width = sum(len(b) for b in branches)
+    queries, keys = length + width, shared + length + width
+    allowed = torch.zeros((len(rest_lengths), queries, keys), dtype=torch.bool)
+    allowed[:, :, :shared] = True
+    causal = torch.tril(torch.ones((length, length), dtype=torch.bool))
+    start = 0
+    block = torch.zeros((width, width), dtype=torch.bool)
+    for branch in branches:
+        block[start:start + len(branch), start:start + len(branch)] = torch.tril(
+            torch.ones((len(branch), len(branch)), dtype=torch.bool))
+        start += len(branch)
+    for row, rest in enumerate(rest_lengths):
+        real = torch.zeros(length, dtype=torch.bool)
+        real[length - rest:] = True
+        allowed[row, :length, shared:shared + length] = causal & real
+        allowed[row, length:, shared:shared + length] = real
+        allowed[row, length:, shared + length:] = block
+    diagonal = torch.arange(queries)
+    allowed[:, diagonal, shared + diagonal] = True
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
 def answer_logprobs(model, tokenizer, prompts: list[list[int]], suffixes: list[list[int]],
                     batch_size: int = 8, progress: bool = True) -> np.ndarray:
     """Log-probability of each answer continuation after each prompt: an (n_prompts, n_answers) array.
 
-    The prefix every prompt shares (the instruction) is run once and its KV cache reused; each
-    prompt's remainder is run once (batched, padded between prefix and remainder, with explicit
-    positions); that cache is then repeated for the few branches that cover all answers (see
-    `_branches`), which are run in one batched forward pass. No token is processed twice.
+    The prefix every prompt shares (the instruction) is run once and its KV cache reused. Each
+    batch then takes one forward pass over the prompts' remainders (left-padded, explicit positions)
+    followed by the few branches that cover all answers (see `_branches`), with a tree-shaped
+    attention mask (`_tree_mask`): each branch sees its prompt but not the other branches. No token
+    is processed twice and no cache is copied per branch (repeating it made scoring 2x slower).
     """
     import torch
     from tqdm.auto import tqdm
 
     branches, owner = _branches(suffixes)
-    width = max(len(b) for b in branches)
+    branches = [b for b in branches if b]  # an empty branch: every answer is a single token
+    offsets = np.cumsum([0] + [len(b) for b in branches])[:-1]
+    branch_tokens = [token for branch in branches for token in branch]
+    branch_positions = [k for branch in branches for k in range(len(branch))]
+    width = len(branch_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    branch_ids = torch.full((len(branches), max(width, 1)), pad_id, dtype=torch.long)
-    for i, branch in enumerate(branches):
-        branch_ids[i, :len(branch)] = torch.tensor(branch, dtype=torch.long)
+    dtype = next(model.parameters()).dtype
+    if not dtype.is_floating_point:  # quantized weights: the mask follows the compute dtype
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     shared = _common_prefix(prompts) if len(prompts) > 1 else 0
     prefix_cache = None
     if shared:
@@ -540,35 +590,26 @@ def answer_logprobs(model, tokenizer, prompts: list[list[int]], suffixes: list[l
         index = order[start:start + batch_size]
         rests = [prompts[i][shared:] for i in index]
         length = max(len(r) for r in rests)
-        ids = torch.full((len(index), length), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(index), shared + length), dtype=torch.long)
-        mask[:, :shared] = 1
+        ids = torch.full((len(index), length + width), pad_id, dtype=torch.long)
+        positions = torch.zeros((len(index), length + width), dtype=torch.long)
         for row, rest in enumerate(rests):
-            ids[row, length - len(rest):] = torch.tensor(rest, dtype=torch.long)
-            mask[row, shared + length - len(rest):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+            ids[row, length - len(rest):length] = torch.tensor(rest, dtype=torch.long)
+            ids[row, length:] = torch.tensor(branch_tokens, dtype=torch.long)
+            last = shared + len(rest) - 1  # position of the prompt's last token
+            positions[row, length - len(rest):length] = torch.arange(shared, last + 1)
+            positions[row, length:] = last + 1 + torch.tensor(branch_positions, dtype=torch.long)
+        mask = _tree_mask([len(r) for r in rests], length, shared, branches, dtype)
         with torch.inference_mode():
             cache = _expanded_cache(model, prefix_cache, len(index)) if shared else None
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                        use_cache=True, logits_to_keep=1)
-            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # next token after the prompt
-            if width > 0:
-                n = len(branches)
-                cache = out.past_key_values
-                cache.batch_repeat_interleave(n)
-                cont = branch_ids.to(device).repeat(len(index), 1)  # [batch * n, width]
-                cont_mask = torch.cat([mask.repeat_interleave(n, 0),
-                                       torch.ones_like(cont, dtype=mask.dtype)], dim=1)
-                cont_pos = positions[:, -1:].repeat_interleave(n, 0) + 1 + torch.arange(width, device=device)
-                later = model(input_ids=cont, attention_mask=cont_mask, position_ids=cont_pos,
-                              past_key_values=cache, use_cache=False).logits.float()
-                later = torch.log_softmax(later, dim=-1).view(len(index), n, width, -1)
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                        past_key_values=cache, use_cache=False, logits_to_keep=width + 1)
+            # logits[:, 0]: after the prompt; logits[:, 1 + offset + k]: after branch token k
+            logprobs = torch.log_softmax(out.logits.float(), dim=-1).cpu()
         for j, suffix in enumerate(suffixes):
-            score = first[:, suffix[0]].clone()
+            score = logprobs[:, 0, suffix[0]].clone()
             for k in range(1, len(suffix)):
-                score += later[:, owner[j], k - 1, suffix[k]]
-            result[index, j] = score.cpu().numpy()
+                score += logprobs[:, 1 + offsets[owner[j]] + k - 1, suffix[k]]
+            result[index, j] = score.numpy()
     return result
 
 
