@@ -18,6 +18,9 @@ os.environ.update(
 )
 # Idle OpenMP threads sleep instead of spinning: on shared cores spinning made torch 10x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One string-hash seed for every job: bert-score orders sentences through a set, so with Python's
+# per-process hash seed its batches, padding and float sums (1e-9) changed from run to run.
+os.environ.setdefault("PYTHONHASHSEED", "0")
 sys.path.insert(0, str(SCRIPTS))
 
 from empathy_workflow.config import ConfigError, resolve_path, validate_config

@@ -142,6 +142,15 @@ def test_completed_run_has_nothing_to_do(tiny_run):
     assert planned_jobs(dry_run(tiny_run)) == set()
 
 
+def test_jobs_run_with_a_fixed_hash_seed(tiny_run):
+    """Every job's Python starts with PYTHONHASHSEED=0 (rules/common.smk): bert-score orders
+    sentences through a set, and a per-process hash seed changed its scores from run to run."""
+    logs = [p for p in (tiny_run / "results" / "logs").rglob("*.log") if "thread(s), seed" in p.read_text()]
+    assert len(logs) > 20
+    for log in logs:
+        assert "hash seed 0" in log.read_text(), log
+
+
 def test_preference_beta_reruns_only_that_run(tiny_run, tmp_path):
     settings = tiny_settings()
     runs = settings["empo"]["preference"]["runs"]

@@ -62,7 +62,9 @@ def start(snakemake, name: str | None = None) -> logging.Logger:
     seed = snakemake.params.get("seed") if hasattr(snakemake.params, "get") else None
     if seed is not None:
         seed_everything(int(seed))
-    logger.info("rule %s: %d thread(s), seed %s", snakemake.rule, threads, seed)
+    # The hash seed is fixed per process at start-up (rules/common.smk sets it for every job).
+    logger.info("rule %s: %d thread(s), seed %s, hash seed %s", snakemake.rule, threads, seed,
+                os.environ.get("PYTHONHASHSEED", "random"))
 
     def log_uncaught(kind, value, traceback):
         # An error leaves the rule's log file with the full story, not just Snakemake's stderr.
