@@ -29,7 +29,6 @@ def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and (if imported) torch, and ask torch for deterministic kernels."""
     random.seed(seed)
     np.random.seed(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
     if "torch" in sys.modules or _torch_available():
         import torch
 
