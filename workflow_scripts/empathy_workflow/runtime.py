@@ -45,6 +45,32 @@ def _torch_available() -> bool:
         return False
 
 
+class DeviceError(RuntimeError):
+    """The config asks for a device this job cannot use."""
+
+
+def select_device(requested: str = "auto") -> str:
+    """'cuda' or 'cpu' for the config's `device` (auto|cuda|cpu). auto takes a usable CUDA GPU when
+    the job sees one; cuda without one raises at once instead of falling back to a CPU run that
+    would crawl until its time limit."""
+    if requested not in ("auto", "cuda", "cpu"):
+        raise DeviceError(f"device: expected auto, cuda or cpu, got {requested!r}")
+    if requested == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)")
+        raise DeviceError(
+            "device: cuda, but torch finds no usable CUDA GPU in this job "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}, "
+            f"CUDA_VISIBLE_DEVICES={visible}); check the job's GPU request and the installed torch build"
+        )
+    return "cpu"
+
+
 def start(snakemake, name: str | None = None) -> logging.Logger:
     """Common prologue of a rule script: logging to snakemake.log[0], threads, seed (params.seed)."""
     log_path = snakemake.log[0] if len(snakemake.log) else None
