@@ -107,6 +107,7 @@ empo:
 
 
 STOP_AT = {"sft": 2, "dpo": 1}  # $EMPATHY_STOP_AFTER_STEP of the stopped runs (checkpoints every step)
+LOG = {"sft": "sft.log", "dpo": "preference_dpo.log"}  # rules/empo.smk
 
 
 def stop_after(step: int) -> dict:
@@ -134,7 +135,7 @@ def trained(tmp_path_factory, prepared_models):
                                            for p in checkpoints.glob("checkpoint-*/trainer_state.json"))
         result[f"{run}_adapter_after_stop"] = (workdir / "results/empo/models" / run / "adapter_config.json").exists()
         snakemake(workdir, "--cores", "2", *targets, configfiles=configs)
-        result["log"][run] = (logs / f"{run}.log").read_text()
+        result["log"][run] = (logs / LOG[run]).read_text()
     snakemake(workdir, "--cores", "2", "results/empo/models/ipo", configfiles=configs)
     return result
 
