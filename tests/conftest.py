@@ -30,13 +30,15 @@ def merge_config(base: dict, extra: dict) -> dict:
     return base
 
 
-def snakemake(workdir: Path, *args: str, configfiles=(), check: bool = True, timeout: float = 3600):
-    """Run the workflow with `workdir` as its working directory; return the CompletedProcess."""
+def snakemake(workdir: Path, *args: str, configfiles=(), check: bool = True, timeout: float = 3600,
+              extra_env: dict | None = None):
+    """Run the workflow with `workdir` as its working directory (`extra_env`: more environment
+    variables for its jobs); return the CompletedProcess."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     for configfile in configfiles:
         command += ["--configfile", str(configfile)]
     command += list(args)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", **(extra_env or {}))
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"

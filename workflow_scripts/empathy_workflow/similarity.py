@@ -463,8 +463,9 @@ def train_llm(model_path, train: pd.DataFrame, settings: dict, seed: int, output
     arguments.update(logging_steps=5, logging_first_step=False)
     config = SFTConfig(**arguments, max_length=int(settings["max_length"]), completion_only_loss=True,
                        shuffle_dataset=False)
+    record = training.resume_callback()
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=training.lora_config(settings["lora"]))
+                         peft_config=training.lora_config(settings["lora"]), callbacks=[record])
     result = trainer.train(resume_from_checkpoint=resume)
 
     def save(path):
@@ -474,7 +475,8 @@ def train_llm(model_path, train: pd.DataFrame, settings: dict, seed: int, output
     _save_atomically(save, output_dir)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return {"examples": len(examples), "pairs": len(train), "steps": int(result.global_step),
-            "train_loss": float(result.training_loss)}
+            "train_loss": float(result.training_loss), "started_at_step": record.started_at_step,
+            "steps_run": [record.first_step_run, record.last_step_run]}
 
 
 def _branches(suffixes: list[list[int]]) -> tuple[list[list[int]], list[int]]:

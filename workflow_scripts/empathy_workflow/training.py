@@ -315,6 +315,49 @@ def prepare_checkpoints(checkpoints: str | os.PathLike, run_fingerprint: str) ->
     return last
 
 
+STOP_AFTER_STEP = "EMPATHY_STOP_AFTER_STEP"
+
+
+class StoppedAtStepBudget(RuntimeError):
+    """Training stopped on purpose right after a checkpoint (see resume_callback)."""
+
+
+def resume_callback():
+    """A TrainerCallback that logs what the Trainer itself restored and ran: the step it starts
+    from (a resumed run: its checkpoint's), how many parameters' optimizer moments and which
+    learning-rate scheduler step it loaded, and the first and last step it executed. A restart
+    from step 0 gives the same steps and losses as a resume (same seed), so only this tells them
+    apart. With $EMPATHY_STOP_AFTER_STEP=N set, the job fails right after saving the checkpoint of
+    step N or later, as a scheduler's time limit would stop it, but at a known step (resume tests)."""
+    from transformers import TrainerCallback
+
+    class ResumeRecord(TrainerCallback):
+        def __init__(self):
+            self.started_at_step = self.first_step_run = self.last_step_run = None
+
+        def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+            self.started_at_step = state.global_step
+            logger.info("trainer starts at step %d of %d (optimizer moments for %d parameter tensors, "
+                        "learning-rate scheduler at step %s)", state.global_step, state.max_steps,
+                        len(getattr(optimizer, "state", None) or {}), getattr(lr_scheduler, "last_epoch", None))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.first_step_run is None:
+                self.first_step_run = state.global_step
+            self.last_step_run = state.global_step
+
+        def on_save(self, args, state, control, **kwargs):
+            budget = os.environ.get(STOP_AFTER_STEP)
+            if budget and state.global_step >= int(budget):
+                raise StoppedAtStepBudget(f"stopped after the checkpoint of step {state.global_step} "
+                                          f"(${STOP_AFTER_STEP}={budget})")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            logger.info("trainer ran steps %s to %s", self.first_step_run, self.last_step_run)
+
+    return ResumeRecord()
+
+
 CURVE_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "rewards/chosen", "rewards/rejected",
                  "rewards/margins", "rewards/accuracies", "eval_loss"]
 
@@ -410,7 +453,8 @@ def train_sft(*, model_dir: str, train_records: Sequence[dict], valid_records: S
                      eval_strategy="no", dataset_num_proc=None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(valid) if valid else None,
-                         processing_class=tokenizer, peft_config=lora_config(settings["lora"]))
+                         processing_class=tokenizer, peft_config=lora_config(settings["lora"]),
+                         callbacks=[resume_callback()])
     trainer.train(resume_from_checkpoint=resume)
     summary = {"global_step": trainer.state.global_step, "resumed_from": resume,
                "train_conversations": len(train)}
@@ -452,7 +496,8 @@ def train_preference(*, model_dir: str, sft_adapter: str, train_pairs: Sequence[
                      eval_strategy="no", dataset_num_proc=None)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(valid) if valid else None,
-                         processing_class=tokenizer, peft_config=lora_config(settings["lora"]))
+                         processing_class=tokenizer, peft_config=lora_config(settings["lora"]),
+                         callbacks=[resume_callback()])
     trainer.train(resume_from_checkpoint=resume)
     summary = {"global_step": trainer.state.global_step, "resumed_from": resume, "train_pairs": len(train)}
     if valid:
