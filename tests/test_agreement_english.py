@@ -102,6 +102,15 @@ def test_undefined_statistic_is_null_with_its_reason():
     json.dumps(result, allow_nan=False)  # null, never NaN
     assert "Undefined statistics" in agreement.agreement_markdown("toy", {"empathy": result})
 
+    # two items: Pearson exists (1.0), but half the resamples draw one item twice, leaving each
+    # rater constant; an interval over the other half would pretend the statistic always exists
+    frame = pd.DataFrame([{"item_id": f"i{i}", "annotator": a, "aspect": "empathy", "score": float(i + 1)}
+                          for a in ("a", "b") for i in range(2)])
+    result = agreement.analyse(frame, SCALE, {"bootstrap": 40, "confidence": 0.95}, seed=0)[0]["empathy"]
+    assert result["mean_pairwise_pearson"] == pytest.approx(1.0)
+    assert result["ci"]["mean_pairwise_pearson"] is None
+    assert "of 40 resamples (more than 10%)" in result["undefined"]["ci.mean_pairwise_pearson"]
+
 
 def test_vectorised_pairs_equal_the_per_pair_functions():
     rng = np.random.default_rng(3)
