@@ -75,6 +75,7 @@ rule agreement_cross_culture:
     params:
         datasets=AGREEMENT_DATASETS,
         languages={name: agreement_language(name) for name in AGREEMENT_DATASETS},
-        code=code_version("agreement", "plots"),
+        compare_as={name: agreement_compare_as(name) for name in AGREEMENT_DATASETS},
+        code=code_version("agreement", "cross_culture", "plots"),
     script:
         "../workflow_scripts/agreement_cross_culture.py"

@@ -123,6 +123,11 @@ def agreement_language(name):
     return config["agreement"]["datasets"].get(name, {}).get("language")
 
 
+def agreement_compare_as(name):
+    """{aspect: shared aspect} for the cross-culture table; aspects not named keep their name."""
+    return dict(config["agreement"]["datasets"].get(name, {}).get("compare_as") or {})
+
+
 # ---------------------------------------------------------------------------------------------
 # Input functions and settings of rules/similarity.smk
 

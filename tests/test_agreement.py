@@ -348,7 +348,7 @@ def test_real_urdu_ratings():
     assert np.allclose(raw[[f"Person_{p}_empathy_score" for p in range(1, 5)]].mean(axis=1), raw["Emp_AVG"])
 
 
-def test_aggregate_analysis_and_cross_culture_on_small_cases():
+def test_aggregate_analysis_on_small_cases():
     frame = pd.DataFrame({"empathy": [1.0, 2, 3, 4, 2.5], "event": [1.0, 1, 2, 3, 2],
                           "gpt_score": [1, 2, 3, 5, 2], "label": [0, 0, 1, 1, 0]})
     result = agreement.aggregate_analysis(frame, ["empathy", "event"], "gpt_score", SCALE,
@@ -361,17 +361,6 @@ def test_aggregate_analysis_and_cross_culture_on_small_cases():
     result = agreement.aggregate_analysis(on_scale, ["empathy"], "gpt_score", SCALE, NO_BOOT, 0, "toy", "toy")
     expected = reference_alpha(np.vstack([on_scale["empathy"], on_scale["gpt_score"]]).astype(float), "interval")
     assert result["human_vs_gpt"]["empathy"]["krippendorff_alpha_interval"] == pytest.approx(expected)
-
-    urdu = agreement.analyse(long_frame(random_ratings(1)), SCALE, {"bootstrap": 10, "confidence": 0.95}, 0)[0]
-    english = agreement.analyse(long_frame(random_ratings(2)), SCALE, {"bootstrap": 10, "confidence": 0.95}, 0)[0]
-    summary = agreement.cross_culture({"urdu_stories": urdu}, {"urdu_stories": "ur"})
-    assert summary["note"] == agreement.ENGLISH_NOTE and summary["comparisons"] == {}
-    summary = agreement.cross_culture({"urdu_stories": urdu, "en_toy": english}, {"urdu_stories": "ur", "en_toy": "en"})
-    assert summary["note"] is None
-    difference = summary["comparisons"]["en_toy - urdu_stories"]["empathy"]["alpha_interval_difference"]
-    assert difference == pytest.approx(english["empathy"]["krippendorff_alpha"]["interval"]
-                                       - urdu["empathy"]["krippendorff_alpha"]["interval"])
-    assert "| empathy | en_toy | en |" in agreement.cross_culture_markdown(summary)
 
 
 # ---------------------------------------------------------------------------------------------

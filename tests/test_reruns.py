@@ -129,6 +129,7 @@ def preference_run_jobs(run: str) -> set:
 
 AGREEMENT = {
     job("agreement_analysis", dataset="urdu_stories"),
+    job("agreement_analysis", dataset="english_reannotation"),
     job("agreement_aggregate_scores"),
     job("agreement_cross_culture"),
 } | REPORT
@@ -235,7 +236,8 @@ EVALUATION = {job("epitome_classifier"), job("empo_significance")} | REPORT
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("agreement", AGREEMENT),
+    # the English ratings' check (prepare_agreement_ratings) imports agreement too
+    ("agreement", AGREEMENT | {job("prepare_agreement_ratings", dataset="english_reannotation")}),
     ("evaluation", EVALUATION | {job(rule, model=model)
                                  for rule in ("empo_evaluate", "empo_metrics")
                                  for model in ["base", "sft", *tiny_settings()["empo"]["preference"]["runs"]]}),

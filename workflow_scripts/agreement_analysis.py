@@ -12,9 +12,11 @@ frame = io.read_csv(source, what="ratings CSV", dtype={"item_id": str, "annotato
 results, clean = agreement.analyse(frame, snakemake.params.scale, snakemake.params.settings,  # noqa: F821
                                    int(snakemake.params.seed), source, logger)  # noqa: F821
 for aspect, result in results.items():
-    logger.info("%s/%s: alpha %s, mean pairwise r %.3f, human ceiling r %.3f", name, aspect,
-                {k: round(v, 3) for k, v in result["krippendorff_alpha"].items()},
-                result["mean_pairwise_pearson"], result["human_ceiling"]["expected_correlation"])
+    # an undefined statistic is None (null in the JSON, with its reason under "undefined")
+    logger.info("%s/%s: alpha %s, mean pairwise r %s, human ceiling r %s", name, aspect,
+                {k: v if v is None else round(v, 3) for k, v in result["krippendorff_alpha"].items()},
+                agreement._fmt(result["mean_pairwise_pearson"]),
+                agreement._fmt(result["human_ceiling"]["expected_correlation"]))
 
 plot_dir = snakemake.output.plots  # noqa: F821
 os.makedirs(plot_dir, exist_ok=True)
