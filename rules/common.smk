@@ -257,12 +257,22 @@ if HUMAN_EVAL_CONFIG:
         HUMAN_EVAL = _human_eval_settings(HUMAN_EVAL_CONFIG, EMPO_MODELS)
     except _InputError as error:
         raise WorkflowError(str(error)) from None
-    _ratings = HUMAN_EVAL_CONFIG.get("ratings")
-    if _ratings is not None and not os.path.exists(resolve_path(_ratings, REPO)):
-        raise WorkflowError(
-            f"config key empo.human_eval.ratings: {_ratings!r} does not exist (a CSV or a folder "
-            f"of completed sheets; null: only the sheets are made)"
-        )
+    # The completed sheets as files (a folder is listed here): an edited or added sheet reruns
+    # the results, which a folder's own timestamp would not show.
+    HUMAN_EVAL_RATINGS = []
+    if HUMAN_EVAL_CONFIG.get("ratings") is not None:
+        from empathy_workflow.human_eval_ratings import rating_files as _rating_files
+
+        try:
+            HUMAN_EVAL_RATINGS = [
+                str(p)
+                for p in _rating_files(resolve_path(HUMAN_EVAL_CONFIG["ratings"], REPO))
+            ]
+        except _InputError as error:
+            raise WorkflowError(
+                f"config key empo.human_eval.ratings: {error} (a CSV or a folder of completed "
+                f"sheets; null: only the sheets are made)"
+            ) from None
 
 
 def human_eval_generations(wildcards):
@@ -271,7 +281,7 @@ def human_eval_generations(wildcards):
 
 def human_eval_ratings(wildcards):
     """The completed sheets, plus the LLM judge's ratings when a judge is configured."""
-    inputs = {"ratings": resolve_path(HUMAN_EVAL_CONFIG["ratings"], REPO)}
+    inputs = {"ratings": HUMAN_EVAL_RATINGS}
     if HUMAN_EVAL_CONFIG.get("llm_judge") is not None:
         inputs["judge"] = f"{HUMAN_EVAL_DIR}/llm_judge_ratings.csv"
     return inputs

@@ -11,7 +11,8 @@ key = io.read_csv(snakemake.input.key, required=("item_id", "model"), what="key"
 assignments = io.read_csv(snakemake.input.assignments, required=("item_id", "annotator"),  # noqa: F821
                           what="assignments", dtype=str)
 # Every check runs before any statistic: a bad sheet stops the rule with its file and row.
-files = human_eval_ratings.rating_files(snakemake.input.ratings)  # noqa: F821
+files = snakemake.input.ratings  # noqa: F821 (a list of sheets, or one)
+files = [files] if isinstance(files, str) else list(files)
 ratings, counts = human_eval_ratings.read_ratings(files, settings["dimensions"], items["item_id"], assignments,
                                                   logger=logger)
 judge = None

@@ -98,7 +98,7 @@ def validate(long: pd.DataFrame, dimensions: Mapping[str, Mapping], items: Itera
                 raise InputError(f"{_where(row)}: unknown annotator {row.annotator!r} (the configured annotators: "
                                  f"{', '.join(sorted(sheets))})")
             if row.item_id not in sheets[row.annotator]:
-                raise InputError(f"{_where(row)}: item {row.item_id!r} is not on annotator {row.annotator!r}'s sheet")
+                raise InputError(f"{_where(row)}: item {row.item_id!r} is not on the sheet of annotator {row.annotator!r}")
         if row.score == "":
             scores.append(float("nan"))
             continue
