@@ -295,5 +295,5 @@ def human_eval_results():
 
 
 def human_eval_targets():
-    """What `snakemake` (rule all) builds: the sheets once the feature is on."""
+    """Default targets besides the report: the sheets, once the feature is on."""
     return [f"{HUMAN_EVAL_DIR}/key.csv"] if HUMAN_EVAL else []

@@ -13,7 +13,7 @@ rule empo_human_sheets:
     log:
         "results/logs/empo/human_sheets.log",
     conda:
-        "../envs/analysis.yaml"
+        "../envs/evaluation.yaml"
     params:
         settings=HUMAN_EVAL,
         seed=SEED,
@@ -36,7 +36,7 @@ rule empo_human_results:
     benchmark:
         "results/benchmarks/empo/human_results.tsv"
     conda:
-        "../envs/analysis.yaml"
+        "../envs/evaluation.yaml"
     params:
         settings=HUMAN_EVAL,
         significance=config["empo"]["evaluation"]["significance"],

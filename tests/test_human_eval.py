@@ -356,3 +356,17 @@ def test_round_trip_sheets_browser_results_report(tmp_path):
 def test_off_by_default(tmp_path):
     listed = snakemake(tmp_path, "-n").stdout
     assert "empo_human" not in listed
+
+
+def test_bad_settings_stop_the_dry_run(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("empo:\n  human_eval: {models: [base, kto], n_items: 4, annotators: 2, overlap: 2}\n")
+    failed = snakemake(tmp_path, "-n", configfiles=[config], check=False)
+    assert failed.returncode != 0
+    assert "config key empo.human_eval.models: 'kto' is not a generation model" in failed.stdout + failed.stderr
+    config.write_text("empo:\n  human_eval: {models: [base, dpo], n_items: 4, annotators: 2, overlap: 2, "
+                      "ratings: returned_sheets}\n")
+    failed = snakemake(tmp_path, "-n", configfiles=[config], check=False)
+    assert failed.returncode != 0
+    assert "config key empo.human_eval.ratings: returned_sheets" in failed.stdout + failed.stderr
+    assert not (tmp_path / "results").exists()
