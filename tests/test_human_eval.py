@@ -220,6 +220,13 @@ def test_results_find_the_better_model_and_agreement(evaluation_set):
     judged = result["llm_judge"]["emotion"]
     assert judged["n_items"] == 12 and judged["judge_vs_human_mean"]["pearson"] > 0.6
     assert abs(judged["alpha_with_judge"]["interval"] - judged["alpha_humans"]["interval"]) < 0.2
+    # a judge whose scores are shuffled across the replies pulls alpha down and tracks nothing
+    shuffled = judge.assign(score=judge.groupby("dimension")["score"].transform(
+        lambda scores: np.random.default_rng(3).permutation(scores.to_numpy())))
+    careless = human_eval_results.judge_agreement(ratings, shuffled, DIMENSIONS, {"bootstrap": 0, "confidence": 0.95},
+                                                  42)["appropriateness"]
+    assert careless["alpha_with_judge"]["interval"] < careless["alpha_humans"]["interval"] - 0.1
+    assert abs(careless["judge_vs_human_mean"]["pearson"]) < 0.5
     text = human_eval_results.markdown(result)
     assert "| dpo |" in text and "LLM judge" in text and "win rate of A" in text
     without = human_eval_results.results(ratings, key, items, settings, significance,
