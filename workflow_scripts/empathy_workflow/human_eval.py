@@ -16,14 +16,13 @@ ratings in data/he_data.csv as Dim1-Dim5): four statements rated on a 0-100 slid
 from __future__ import annotations
 
 import json
-import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .evaluation import read_generations
+from . import evaluation
 from .io import InputError, read_jsonl, write_csv, write_text
 
 JUDGE_ANNOTATOR = "llm_judge"
@@ -103,10 +102,6 @@ def on_scale(value: float, dimension: Mapping) -> bool:
 # The evaluation set
 
 
-def _rng(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([int(seed), zlib.crc32(name.encode())])
-
-
 def readable_prompt(messages: Sequence[Mapping]) -> str:
     """The conversation as the annotators read it ("Speaker: ..." / "Listener: ..." lines, as in
     EmPO's survey); a system prompt is the models' instruction, not part of the conversation."""
@@ -120,7 +115,7 @@ def read_model_replies(paths: Mapping[str, str]) -> tuple[pd.DataFrame, dict[str
     the same conversation text, else the comparison would not be paired."""
     frames, prompts = [], {}
     for model, path in paths.items():
-        table = read_generations(path)  # validates every record (names file and line)
+        table = evaluation.read_generations(path)  # validates every record (names file and line)
         texts = [readable_prompt(record["prompt"]) for record in read_jsonl(path)]
         for row, text in zip(table.itertuples(), texts):
             prompt_key = f"{row.conv_id}#{row.item}"
@@ -142,7 +137,7 @@ def choose_prompts(replies: pd.DataFrame, models: Sequence[str], n_items: int, s
         raise InputError(f"config key empo.human_eval.n_items: {n_items} prompts asked for, but only "
                          f"{len(common)} are answered by every model ({counts}; "
                          f"{', '.join(paths.values())}); lower n_items or generate more")
-    chosen = _rng(seed, "human_eval.prompts").choice(len(common), size=n_items, replace=False)
+    chosen = evaluation._rng(seed, "human_eval.prompts").choice(len(common), size=n_items, replace=False)
     return [common[i] for i in sorted(chosen)]
 
 
@@ -163,7 +158,7 @@ def build_evaluation_set(paths: Mapping[str, str], settings: Mapping, seed: int
     models = list(settings["models"])
     replies, prompts = read_model_replies({model: paths[model] for model in models})
     chosen = choose_prompts(replies, models, settings["n_items"], seed, paths)
-    rng = _rng(seed, "human_eval.items")
+    rng = evaluation._rng(seed, "human_eval.items")
     # Prompts in a seeded order, the models' replies in a seeded order within each prompt.
     rows = []
     for prompt_number, prompt_index in enumerate(rng.permutation(len(chosen)), start=1):
@@ -182,7 +177,7 @@ def build_evaluation_set(paths: Mapping[str, str], settings: Mapping, seed: int
     # Each annotator's own seeded order (the sheet order), so neighbours on a sheet are unrelated.
     assignments["position"] = 0
     for annotator, part in assignments.groupby("annotator"):
-        order = _rng(seed, f"human_eval.sheet.{annotator}").permutation(len(part))
+        order = evaluation._rng(seed, "human_eval.sheet", annotator).permutation(len(part))
         assignments.loc[part.index, "position"] = order + 1
     assignments = assignments.sort_values(["annotator", "position"]).reset_index(drop=True)
     items = frame.sort_values("item_id")[["item_id", "prompt_id", "conv_id", "prompt", "reply"]].reset_index(drop=True)
