@@ -79,6 +79,17 @@ def test_evaluation_set_is_blinded_balanced_and_seeded(evaluation_set, tmp_path)
     assert (sheet[list(human_eval.EMPO_DIMENSIONS)] == "").all().all()
 
 
+def test_page_keeps_any_reply_text_as_data(evaluation_set):
+    settings, items, key, assignments = evaluation_set
+    table = human_eval.sheet_table(items, assignments, "a01", DIMENSIONS)
+    hostile = 'Sure.</script><script>alert("x")</script> & <b>bold</b>'
+    table.loc[0, "reply"] = hostile
+    page = human_eval.sheet_html(table, "a01", DIMENSIONS)
+    assert "</script><script>" not in page and page.count("</script>") == 2  # the page's own two
+    payload = json.loads(page.split('type="application/json">')[1].split("</script>")[0])
+    assert payload["items"][0]["reply"] == hostile and payload["annotator"] == "a01"
+
+
 def test_settings_errors_name_the_key():
     available = ["base", "sft", "dpo"]
     with pytest.raises(InputError, match=r"human_eval.models: 'kto'"):
