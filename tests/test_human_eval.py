@@ -388,3 +388,21 @@ def test_bad_settings_stop_the_dry_run(tmp_path):
     assert failed.returncode != 0
     assert "config key empo.human_eval.ratings: returned_sheets" in failed.stdout + failed.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_report_embeds_the_human_evaluation(tmp_path):
+    """build_summary puts results.md under its own heading when the rule ran, and nothing when not."""
+    results = tmp_path / "results"
+    table = results / "empo" / "human_eval" / "results.md"
+    table.parent.mkdir(parents=True)
+    table.write_text("# Human evaluation of EmPO replies\n\n| model | emotion |\n|---|---|\n| dpo | 70.000 |\n")
+    metrics = results / "empo" / "eval" / "base" / "metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"bertscore": {"f1": 0.8}}))
+    inputs = {key: [] for key in ("agreement", "similarity", "curves", "pair_stats", "epitome", "splits")}
+    inputs.update(empo=[str(metrics)], aggregate=[str(results / "none.json")],
+                  cross_culture=[str(results / "none.json")], significance=[str(results / "none.json")])
+    output = results / "report" / "summary.md"
+    assert "human evaluation" not in report.build_summary({**inputs, "human_eval": []}, {"seed": 1}, output)
+    text = report.build_summary({**inputs, "human_eval": [str(table)]}, {"seed": 1}, output)
+    assert "## EmPO: human evaluation\n\n### Human evaluation of EmPO replies" in text and "| dpo | 70.000 |" in text
