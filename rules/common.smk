@@ -287,6 +287,10 @@ def human_eval_ratings(wildcards):
     return inputs
 
 
+def human_eval_settings(*keys):
+    return {key: HUMAN_EVAL[key] for key in keys} if HUMAN_EVAL else None
+
+
 def human_eval_results():
     """The results the report embeds: only when completed sheets are configured."""
     if HUMAN_EVAL and HUMAN_EVAL_CONFIG.get("ratings") is not None:

@@ -38,7 +38,8 @@ rule empo_human_results:
     conda:
         "../envs/evaluation.yaml"
     params:
-        settings=HUMAN_EVAL,
+        # what the results read: the sheets rule's other settings reach them through its outputs
+        settings=human_eval_settings("models", "dimensions"),
         significance=config["empo"]["evaluation"]["significance"],
         agreement={k: config["agreement"][k] for k in ("bootstrap", "confidence")},
         seed=SEED,
