@@ -12,6 +12,7 @@ include: "rules/agreement.smk"
 include: "rules/similarity.smk"
 include: "rules/empo.smk"
 include: "rules/evaluation.smk"
+include: "rules/human_eval.smk"
 include: "rules/report.smk"
 
 
@@ -19,3 +20,4 @@ rule all:
     default_target: True
     input:
         "results/report/summary.md",
+        human_eval_targets(),

@@ -245,3 +245,64 @@ def bertscore_source():
     """The hub id behind the BERTScore model (its name finds bert-score's shipped baseline)."""
     name = config["empo"]["evaluation"]["bertscore"]["model"]
     return config["models"][name]["source"] if name in config["models"] else name
+
+
+# ---------------------------------------------------------------------------------------------
+# Input functions and settings of rules/human_eval.smk
+
+# Human evaluation of EmPO replies: off unless empo.human_eval is set (configs/human_eval.yaml).
+HUMAN_EVAL_CONFIG = config["empo"].get("human_eval")
+HUMAN_EVAL = None
+HUMAN_EVAL_DIR = "results/empo/human_eval"
+if HUMAN_EVAL_CONFIG:
+    from empathy_workflow.human_eval import resolve_settings as _human_eval_settings
+    from empathy_workflow.io import InputError as _InputError
+
+    try:
+        HUMAN_EVAL = _human_eval_settings(HUMAN_EVAL_CONFIG, EMPO_MODELS)
+    except _InputError as error:
+        raise WorkflowError(str(error)) from None
+    # The completed sheets as files (a folder is listed here): an edited or added sheet reruns
+    # the results, which a folder's own timestamp would not show.
+    HUMAN_EVAL_RATINGS = []
+    if HUMAN_EVAL_CONFIG.get("ratings") is not None:
+        from empathy_workflow.human_eval_ratings import rating_files as _rating_files
+
+        try:
+            HUMAN_EVAL_RATINGS = [
+                str(p)
+                for p in _rating_files(resolve_path(HUMAN_EVAL_CONFIG["ratings"], REPO))
+            ]
+        except _InputError as error:
+            raise WorkflowError(
+                f"config key empo.human_eval.ratings: {error} (a CSV or a folder of completed "
+                f"sheets; null: only the sheets are made)"
+            ) from None
+
+
+def human_eval_generations(wildcards):
+    return [f"results/empo/generations/{model}.jsonl" for model in HUMAN_EVAL["models"]]
+
+
+def human_eval_ratings(wildcards):
+    """The completed sheets, plus the LLM judge's ratings when a judge is configured."""
+    inputs = {"ratings": HUMAN_EVAL_RATINGS}
+    if HUMAN_EVAL_CONFIG.get("llm_judge") is not None:
+        inputs["judge"] = f"{HUMAN_EVAL_DIR}/llm_judge_ratings.csv"
+    return inputs
+
+
+def human_eval_settings(*keys):
+    return {key: HUMAN_EVAL[key] for key in keys} if HUMAN_EVAL else None
+
+
+def human_eval_results():
+    """The results the report embeds: only when completed sheets are configured."""
+    if HUMAN_EVAL and HUMAN_EVAL_CONFIG.get("ratings") is not None:
+        return [f"{HUMAN_EVAL_DIR}/results.md"]
+    return []
+
+
+def human_eval_targets():
+    """Default targets besides the report: the sheets, once the feature is on."""
+    return [f"{HUMAN_EVAL_DIR}/key.csv"] if HUMAN_EVAL else []

@@ -282,6 +282,13 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
     return "\n".join(lines)
 
 
+def human_eval_section(tables: list[Path], report_dir: Path) -> str:
+    """The human evaluation's own tables (results.md of rule empo_human_results), when it ran."""
+    if not tables:
+        return ""
+    return "\n\n".join(["## EmPO: human evaluation"] + [embed(path, report_dir, levels=2) for path in tables])
+
+
 def significance_table(data: dict) -> str:
     """Rows of (metric, model A, model B, difference, p) from whatever nesting the stage wrote."""
     rows = []
@@ -391,6 +398,8 @@ def build_summary(inputs: dict[str, list[str]], config: dict, output: Path) -> s
         empo_section(paths["empo"], paths["significance"][0], paths["curves"], paths["pair_stats"],
                      paths["epitome"], report_dir, plots / "empo_metrics.png",
                      mapping=config.get("empo", {}).get("pairs", {}).get("emotion_mapping", "plutchik")),
+        "",
+        human_eval_section(paths.get("human_eval", []), report_dir),
         "",
     ]
     return "\n".join(sections).rstrip() + "\n"
