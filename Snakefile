@@ -19,3 +19,4 @@ rule all:
     default_target: True
     input:
         "results/report/summary.md",
+        LLM_JUDGE_TARGETS,

@@ -77,6 +77,13 @@ def model_dir(name):
 
 
 PREFERENCE_RUNS = list(config["empo"]["preference"]["runs"])
+HUMAN_EVAL = config["empo"].get("human_eval") or {}
+# The LLM judge's ratings, when empo.human_eval.llm_judge names an endpoint (off by default).
+LLM_JUDGE_TARGETS = (
+    ["results/empo/human_eval/llm_judge_ratings.csv"]
+    if HUMAN_EVAL.get("llm_judge")
+    else []
+)
 EMPO_MODELS = ["base", "sft"] + PREFERENCE_RUNS
 AGREEMENT_DATASETS = ["urdu_stories"] + sorted(config["agreement"]["datasets"])
 SIMILARITY_METHODS = config["similarity"]["methods"]
@@ -139,7 +146,9 @@ def similarity_model_inputs(wildcards):
     the Urdu pairs the per-annotator ratings (model vs single annotators)."""
     method = wildcards.method
     settings = config["similarity"]
-    if method == "zeroshot":
+    if method == "llm_api":
+        inputs = {}  # the model is behind an endpoint (similarity.llm_api)
+    elif method == "zeroshot":
         inputs = {"model": model_dir(settings["zeroshot"]["encoder"])}
     elif method == "contrastive":
         inputs = {"model": "results/similarity/contrastive/model"}
@@ -175,6 +184,14 @@ PREDICT_KEYS = {
 
 def similarity_settings(wildcards):
     settings = config["similarity"]
+    if wildcards.method == "llm_api":
+        # every key: endpoint, sampling and answer handling change the answers; the key itself is
+        # never in config (only the name of its environment variable)
+        return {
+            "text": settings["text"],
+            "max_test_pairs": settings.get("max_test_pairs"),
+            **settings["llm_api"],
+        }
     section = {"zeroshot": "zeroshot", "contrastive": "contrastive"}.get(
         wildcards.method, "llm"
     )

@@ -18,9 +18,11 @@ train, _ = similarity.load_pairs(snakemake.input.train, text)
 split = similarity.split_note(test_set, snakemake.input.split_info, scored=len(test), total=total)
 logger.info("%s on %s: %d test pairs (text: %s)", method, test_set, len(test), used)
 
-predictions, details = similarity.predict(method, test, train, snakemake.input.model, settings,
+predictions, details = similarity.predict(method, test, train, snakemake.input.get("model"), settings,
                                           adapter_path=snakemake.input.get("adapter"))
-scores = metrics.similarity_metrics(predictions.gold, predictions.predicted)
+# llm_api: pairs whose answers held no score (counted in metrics.json) are left out of the metrics
+with_score = predictions.dropna(subset=["predicted"])
+scores = metrics.similarity_metrics(with_score.gold, with_score.predicted)
 result = {
     **scores,
     "method": method,
@@ -31,14 +33,14 @@ result = {
     "text": used,
     "text_requested": text,
     "settings": settings,
-    "model": snakemake.input.model,
+    "model": snakemake.input.get("model"),  # none for llm_api (an endpoint)
     **details,
 }
 if "predicted_argmax" in predictions:
     argmax = metrics.similarity_metrics(predictions.gold, predictions.predicted_argmax)
     result["argmax"] = {k: argmax[k] for k in ("pearson", "spearman", "mse", "accuracy", "precision", "recall", "f1")}
 if snakemake.input.get("ratings"):
-    result["per_annotator"] = similarity.per_annotator_scores(predictions, snakemake.input.ratings)
+    result["per_annotator"] = similarity.per_annotator_scores(with_score, snakemake.input.ratings)
 write_csv(snakemake.output.predictions, predictions)
 write_json(snakemake.output.metrics, result)
 pearson = scores["pearson"]
