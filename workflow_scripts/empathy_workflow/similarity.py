@@ -665,18 +665,13 @@ def llm_predictions(model_path, adapter_path, test: pd.DataFrame, settings: dict
 
 def predict(method: str, test: pd.DataFrame, train: pd.DataFrame, model_path, settings: dict,
             adapter_path=None) -> tuple[pd.DataFrame, dict]:
-    if method == "llm_api":  # a model behind an OpenAI-compatible endpoint: llm_raters.py
-        from .llm_raters import api_similarity_predictions
-
-        return api_similarity_predictions(test, settings)
     if method in ENCODER_METHODS:
         return encoder_predictions(model_path, train, test, max_seq_length=settings.get("max_seq_length"))
     if method in LLM_METHODS:
         if method == "llm_sft" and adapter_path is None:
             raise InputError("llm_sft needs the trained adapter (results/similarity/llm_sft/adapter)")
         return llm_predictions(model_path, adapter_path if method == "llm_sft" else None, test, settings)
-    raise InputError(f"similarity method {method!r} is not one of "
-                     f"{', '.join(ENCODER_METHODS + LLM_METHODS + ('llm_api',))}")
+    raise InputError(f"similarity method {method!r} is not one of {', '.join(ENCODER_METHODS + LLM_METHODS)}")
 
 
 def per_annotator_scores(predictions: pd.DataFrame, ratings_path) -> dict:
