@@ -21,3 +21,4 @@ rule all:
     input:
         "results/report/summary.md",
         human_eval_targets(),
+        LLM_JUDGE_TARGETS,

@@ -77,6 +77,9 @@ def model_dir(name):
 
 
 PREFERENCE_RUNS = list(config["empo"]["preference"]["runs"])
+# The LLM judge's endpoint settings, when empo.human_eval.llm_judge names one (off by default).
+LLM_JUDGE = (config["empo"].get("human_eval") or {}).get("llm_judge")
+LLM_JUDGE_TARGETS = ["results/empo/human_eval/llm_judge_ratings.csv"] if LLM_JUDGE else []
 EMPO_MODELS = ["base", "sft"] + PREFERENCE_RUNS
 AGREEMENT_DATASETS = ["urdu_stories"] + sorted(config["agreement"]["datasets"])
 SIMILARITY_METHODS = config["similarity"]["methods"]
@@ -144,7 +147,9 @@ def similarity_model_inputs(wildcards):
     the Urdu pairs the per-annotator ratings (model vs single annotators)."""
     method = wildcards.method
     settings = config["similarity"]
-    if method == "zeroshot":
+    if method == "llm_api":
+        inputs = {}  # the model is behind an endpoint (similarity.llm_api)
+    elif method == "zeroshot":
         inputs = {"model": model_dir(settings["zeroshot"]["encoder"])}
     elif method == "contrastive":
         inputs = {"model": "results/similarity/contrastive/model"}
@@ -180,6 +185,14 @@ PREDICT_KEYS = {
 
 def similarity_settings(wildcards):
     settings = config["similarity"]
+    if wildcards.method == "llm_api":
+        # every key: endpoint, sampling and answer handling change the answers; the key itself is
+        # never in config (only the name of its environment variable)
+        return {
+            "text": settings["text"],
+            "max_test_pairs": settings.get("max_test_pairs"),
+            **settings["llm_api"],
+        }
     section = {"zeroshot": "zeroshot", "contrastive": "contrastive"}.get(
         wildcards.method, "llm"
     )

@@ -129,3 +129,26 @@ rule empo_generate:
         code=code_version("preference", "training", "generation", "plots"),
     script:
         "../workflow_scripts/empo_generate.py"
+
+
+# An LLM judge rates the human-evaluation items on the same dimensions as the annotators
+# (empo.human_eval.llm_judge: an OpenAI-compatible endpoint; requested only when it is set).
+rule empo_llm_judge:
+    input:
+        eval_items="results/empo/human_eval/items.csv",
+    output:
+        ratings="results/empo/human_eval/llm_judge_ratings.csv",
+        summary="results/empo/human_eval/llm_judge_summary.json",
+    log:
+        "results/logs/empo/llm_judge.log",
+    benchmark:
+        "results/benchmarks/empo/llm_judge.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    params:
+        settings=LLM_JUDGE,
+        dimensions=(HUMAN_EVAL or {}).get("dimensions"),
+        code=code_version("llm_raters", "llm_client"),
+    script:
+        "../workflow_scripts/empo_llm_judge.py"

@@ -1,4 +1,5 @@
-# Empathic similarity (paper 1): zero-shot encoder, contrastive fine-tuning, LLM fine-tuning.
+# Empathic similarity (paper 1): zero-shot encoder, contrastive fine-tuning, LLM fine-tuning, and
+# (llm_api) a model behind an OpenAI-compatible endpoint prompted zero-shot.
 
 
 rule similarity_train_contrastive:
@@ -70,7 +71,7 @@ rule similarity_predict:
     benchmark:
         "results/benchmarks/similarity/predict_{method}_{testset}.tsv"
     wildcard_constraints:
-        method="zeroshot|contrastive|llm_zeroshot|llm_sft",
+        method="zeroshot|contrastive|llm_zeroshot|llm_sft|llm_api",
         testset="empathic_stories_test|urdu_stories",
     conda:
         "../envs/training.yaml"
@@ -78,6 +79,14 @@ rule similarity_predict:
     params:
         settings=similarity_settings,
         seed=SEED,
-        code=code_version("similarity", "training", "preference", "metrics", "plots"),
+        code=code_version(
+            "similarity",
+            "training",
+            "preference",
+            "metrics",
+            "plots",
+            "llm_raters",
+            "llm_client",
+        ),
     script:
         "../workflow_scripts/similarity_predict.py"

@@ -1,6 +1,6 @@
 """Rule similarity_predict: one method on one test set -> predictions.csv, metrics.json, scatter.png."""
 
-from empathy_workflow import metrics, runtime, similarity
+from empathy_workflow import llm_raters, metrics, runtime, similarity
 from empathy_workflow.io import write_csv, write_json
 
 logger = runtime.start(snakemake)  # noqa: F821 (snakemake is injected)
@@ -18,9 +18,14 @@ train, _ = similarity.load_pairs(snakemake.input.train, text)
 split = similarity.split_note(test_set, snakemake.input.split_info, scored=len(test), total=total)
 logger.info("%s on %s: %d test pairs (text: %s)", method, test_set, len(test), used)
 
-predictions, details = similarity.predict(method, test, train, snakemake.input.model, settings,
-                                          adapter_path=snakemake.input.get("adapter"))
-scores = metrics.similarity_metrics(predictions.gold, predictions.predicted)
+if method == "llm_api":  # a model behind an OpenAI-compatible endpoint (similarity.llm_api)
+    predictions, details = llm_raters.api_similarity_predictions(test, settings)
+else:
+    predictions, details = similarity.predict(method, test, train, snakemake.input.model, settings,
+                                              adapter_path=snakemake.input.get("adapter"))
+# llm_api: pairs whose answers held no score (counted in metrics.json) are left out of the metrics
+with_score = predictions.dropna(subset=["predicted"])
+scores = metrics.similarity_metrics(with_score.gold, with_score.predicted)
 result = {
     **scores,
     "method": method,
@@ -31,14 +36,14 @@ result = {
     "text": used,
     "text_requested": text,
     "settings": settings,
-    "model": snakemake.input.model,
+    "model": snakemake.input.get("model"),  # none for llm_api (an endpoint)
     **details,
 }
 if "predicted_argmax" in predictions:
     argmax = metrics.similarity_metrics(predictions.gold, predictions.predicted_argmax)
     result["argmax"] = {k: argmax[k] for k in ("pearson", "spearman", "mse", "accuracy", "precision", "recall", "f1")}
 if snakemake.input.get("ratings"):
-    result["per_annotator"] = similarity.per_annotator_scores(predictions, snakemake.input.ratings)
+    result["per_annotator"] = similarity.per_annotator_scores(with_score, snakemake.input.ratings)
 write_csv(snakemake.output.predictions, predictions)
 write_json(snakemake.output.metrics, result)
 pearson = scores["pearson"]

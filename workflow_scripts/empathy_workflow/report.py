@@ -23,6 +23,7 @@ METHOD_LABELS = {
     "contrastive": "contrastive fine-tuned encoder",
     "llm_zeroshot": "LLM, untuned (answer scoring)",
     "llm_sft": "LLM, LoRA fine-tuned (answer scoring)",
+    "llm_api": "LLM behind an API, zero-shot prompt (parsed answer)",
 }
 # Metrics where lower is better: the run comparison says which way is an improvement. Signed
 # differences (vad.diff_max_*) have no better direction and are reported as "changed".
