@@ -25,6 +25,7 @@ rule report:
             "results/empo/epitome/{mechanism}_metrics.json",
             mechanism=["er", "ip", "ex"],
         ),
+        epitome_quality="results/empo/epitome/quality.json",
         splits=[
             "results/data/empathic_stories/split_info.json",
             "results/data/empathetic_dialogues/split_info.json",
