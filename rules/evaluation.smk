@@ -29,7 +29,6 @@ if EPITOME_WEIGHTS:
                 "evaluation",
                 "epitome_features",
                 "epitome_biencoder",
-                "similarity",
                 "epitome_quality",
             ),
         script:
@@ -63,7 +62,6 @@ else:
                 "evaluation",
                 "epitome_features",
                 "epitome_biencoder",
-                "similarity",
                 "epitome_quality",
             ),
         script:
@@ -99,9 +97,7 @@ rule empo_evaluate:
         bertscore_source=bertscore_source(),
         seed=SEED,
         device=config["device"],
-        code=code_version(
-            "evaluation", "epitome_features", "epitome_biencoder", "similarity"
-        ),
+        code=code_version("evaluation", "epitome_features", "epitome_biencoder"),
     script:
         "../workflow_scripts/empo_evaluate.py"
 
@@ -124,7 +120,6 @@ rule epitome_quality:
             "evaluation",
             "epitome_features",
             "epitome_biencoder",
-            "similarity",
             "epitome_quality",
         ),
     script:
@@ -174,7 +169,7 @@ rule empo_metrics:
     conda:
         "../envs/evaluation.yaml"
     params:
-        code=code_version("evaluation"),
+        code=code_version("evaluation", "epitome_features", "epitome_biencoder"),
     script:
         "../workflow_scripts/empo_metrics.py"
 
@@ -192,6 +187,6 @@ rule empo_significance:
         models=EMPO_MODELS,
         settings=config["empo"]["evaluation"]["significance"],
         seed=SEED,
-        code=code_version("evaluation"),
+        code=code_version("evaluation", "epitome_features", "epitome_biencoder"),
     script:
         "../workflow_scripts/empo_significance.py"

@@ -37,6 +37,16 @@ def is_features_classifier(folder: str | os.PathLike) -> bool:
     return (Path(folder) / MANIFEST).is_file()
 
 
+def _sentence_encoder(path: str | os.PathLike, max_length: int, device: str):
+    # sentence-transformers' own loader, on the device the job was given (the similarity stage's
+    # helper picks its device itself, and importing it would tie this module to that stage).
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    model.max_seq_length = int(max_length)
+    return model
+
+
 def embed(encoder, texts: Sequence[str], batch_size: int) -> np.ndarray:
     """Mean-pooled, L2-normalised sentence embeddings; each distinct text encoded once."""
     unique = sorted(set(texts))
@@ -65,10 +75,6 @@ class FeaturesClassifier:
     """Loaded from a folder written by `train`; `predict` gives levels (n, mechanisms)."""
 
     def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        from .similarity import load_encoder
-
         folder = Path(folder)
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         if manifest.get("kind") != KIND:
@@ -80,7 +86,7 @@ class FeaturesClassifier:
         self.vectorizer.idf_ = np.asarray(manifest["idf"], dtype=np.float64)
         self.heads = {m: (np.asarray(h["coef"], dtype=np.float64), np.asarray(h["intercept"], dtype=np.float64),
                           [int(c) for c in h["classes"]]) for m, h in manifest["heads"].items()}
-        self.encoder = load_encoder(folder / "encoder", int(self.settings["max_length"])).to(device)
+        self.encoder = _sentence_encoder(folder / "encoder", int(self.settings["max_length"]), device)
         self.batch_size = int(self.settings["batch_size"])
 
     def features(self, seekers: Sequence[str], responses: Sequence[str]):
@@ -107,9 +113,7 @@ def train(train_seekers: Sequence[str], train_responses: Sequence[str], gold: Ma
     facts for the metrics file."""
     from sklearn.linear_model import LogisticRegression
 
-    from .similarity import load_encoder
-
-    encoder = load_encoder(encoder_dir, int(settings["max_length"])).to(device)
+    encoder = _sentence_encoder(encoder_dir, int(settings["max_length"]), device)
     batch_size = int(settings["batch_size"])
     vectorizer = _vectorizer(settings)
     ngrams = vectorizer.fit_transform(list(train_responses))

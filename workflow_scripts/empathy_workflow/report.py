@@ -270,7 +270,15 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
 
     # Significance
     if significance.exists():
-        lines += ["### Significance", "", significance_table(read_json(significance)), ""]
+        tests = read_json(significance)
+        if uninformative and isinstance(tests.get("comparisons"), list):
+            # diff-Epitome of a mechanism whose classifier is near the majority class is no result
+            tests = {**tests, "comparisons": [c for c in tests["comparisons"]
+                                              if str(c.get("metric", "")).removeprefix("diff_") not in uninformative]}
+        lines += ["### Significance", "", significance_table(tests), ""]
+        if uninformative:
+            lines += [f"- diff-Epitome of {', '.join(sorted(uninformative))} left out: not informative "
+                      "(classifier near the majority class, see quality table above).", ""]
 
     # EPITOME classifiers
     rows = []
