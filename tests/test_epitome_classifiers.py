@@ -185,6 +185,14 @@ def test_biencoder_trains_at_toy_size_and_scores(shipped_pairs, tmp_path):
         pairs["seeker_post"].tolist(), pairs["response_post"].tolist(), pairs["level_er"].to_numpy(),
         pairs["rationales_er"].tolist(), encoder, settings, seed=0)
     assert np.isfinite(loss) and set(model.state_dict()) == set(before.state_dict())
+    # Both encoders started from the given RoBERTa and moved away from it.
+    from transformers import RobertaModel
+
+    start = RobertaModel.from_pretrained(str(encoder)).encoder.layer[0].attention.self.query.weight
+    for holder in (model.seeker_encoder, model.responder_encoder):
+        moved = holder.roberta.encoder.layer[0].attention.self.query.weight.detach()
+        assert moved.shape == start.shape and not torch.equal(moved, start)
+        assert torch.allclose(moved, start, atol=0.1)
     trained_head = model.empathy_classifier.out_proj.weight.detach().clone()
     epitome_biencoder.save({m: model for m in evaluation.MECHANISMS}, tokenizer, tmp_path / "model")
     levels = evaluation.predict_levels({m: tmp_path / "model" for m in evaluation.MECHANISMS},
