@@ -24,13 +24,19 @@ if EPITOME_WEIGHTS:
         params:
             settings=config["empo"]["evaluation"]["epitome"],
             seed=SEED,
-            code=code_version("evaluation"),
+            device=config["device"],
+            code=code_version(
+                "evaluation",
+                "epitome_features",
+                "epitome_biencoder",
+                "epitome_quality",
+            ),
         script:
             "../workflow_scripts/epitome_classifier.py"
 
 else:
 
-    # One model, one head per mechanism (the mechanisms annotate the same pairs).
+    # empo.evaluation.epitome.classifier: features (default), finetune or biencoder (the paper's).
     rule epitome_classifier:
         input:
             table="results/data/epitome/epitome.csv",
@@ -51,7 +57,13 @@ else:
         params:
             settings=config["empo"]["evaluation"]["epitome"],
             seed=SEED,
-            code=code_version("evaluation"),
+            device=config["device"],
+            code=code_version(
+                "evaluation",
+                "epitome_features",
+                "epitome_biencoder",
+                "epitome_quality",
+            ),
         script:
             "../workflow_scripts/epitome_classifier.py"
 
@@ -84,9 +96,34 @@ rule empo_evaluate:
         },
         bertscore_source=bertscore_source(),
         seed=SEED,
-        code=code_version("evaluation"),
+        device=config["device"],
+        code=code_version("evaluation", "epitome_features", "epitome_biencoder"),
     script:
         "../workflow_scripts/empo_evaluate.py"
+
+
+# The classifiers' held-out quality in one file; the report marks uninformative mechanisms.
+rule epitome_quality:
+    input:
+        **{
+            f"{m}_metrics": f"results/empo/epitome/{m}_metrics.json"
+            for m in EPITOME_MECHANISMS
+        },
+    output:
+        quality="results/empo/epitome/quality.json",
+    log:
+        "results/logs/evaluation/epitome_quality.log",
+    conda:
+        "../envs/evaluation.yaml"
+    params:
+        code=code_version(
+            "evaluation",
+            "epitome_features",
+            "epitome_biencoder",
+            "epitome_quality",
+        ),
+    script:
+        "../workflow_scripts/epitome_quality.py"
 
 
 rule empo_lm_eval:
@@ -132,7 +169,7 @@ rule empo_metrics:
     conda:
         "../envs/evaluation.yaml"
     params:
-        code=code_version("evaluation"),
+        code=code_version("evaluation", "epitome_features", "epitome_biencoder"),
     script:
         "../workflow_scripts/empo_metrics.py"
 
@@ -150,6 +187,6 @@ rule empo_significance:
         models=EMPO_MODELS,
         settings=config["empo"]["evaluation"]["significance"],
         seed=SEED,
-        code=code_version("evaluation"),
+        code=code_version("evaluation", "epitome_features", "epitome_biencoder"),
     script:
         "../workflow_scripts/empo_significance.py"

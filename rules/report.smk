@@ -26,6 +26,7 @@ rule report:
             mechanism=["er", "ip", "ex"],
         ),
         human_eval=human_eval_results(),
+        epitome_quality="results/empo/epitome/quality.json",
         splits=[
             "results/data/empathic_stories/split_info.json",
             "results/data/empathetic_dialogues/split_info.json",

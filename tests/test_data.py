@@ -264,7 +264,9 @@ def test_url_sources_download_once_and_parse(tmp_path, http_server):
 
 def test_epitome_real():
     table = data.load_epitome(EPITOME)
-    assert list(table.columns) == ["mechanism", "sp_id", "rp_id", "seeker_post", "response_post", "level"]
+    assert list(table.columns) == ["mechanism", "sp_id", "rp_id", "seeker_post", "response_post", "level",
+                                   "rationales"]
+    assert (table["rationales"] != "").sum() > 1000  # the annotators marked spans for level 1 and 2
     assert table["mechanism"].value_counts().to_dict() == {"er": 3084, "ip": 3084, "ex": 3084}
     assert set(table["level"]) == {0, 1, 2} and table["level"].dtype.kind == "i"
     er = table[table["mechanism"] == "er"]["level"].value_counts().to_dict()

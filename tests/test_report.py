@@ -109,3 +109,39 @@ def test_summary_on_hand_made_results(tmp_path):
             "dpo", old, new, change, direction), metric
     assert (r / "report" / "plots" / "similarity_pearson.png").stat().st_size > 0
     assert (r / "report" / "plots" / "empo_metrics.png").stat().st_size > 0
+
+
+def test_diff_epitome_table_marks_uninformative_mechanisms(tmp_path):
+    """A hand-made quality.json: ip's classifier is within 0.10 macro F1 of the majority class, so
+    its diff-Epitome is "not informative"; er and ex show mean, bootstrap interval and tests."""
+    r = tmp_path / "results"
+    quality = {"informative_margin": 0.10}
+    for mechanism, (f1, majority) in {"er": (0.72, 0.27), "ip": (0.31, 0.23), "ex": (0.69, 0.31)}.items():
+        quality[mechanism] = {"accuracy": 0.7, "macro_f1": f1, "majority_macro_f1": majority, "n_heldout": 605,
+                              "confusion": [[300, 10, 5], [50, 150, 20], [5, 15, 50]]}
+    diff = {"er": 0.5, "ip": 0.25, "ex": 0.75, "mean": 0.5,
+            "ci": {"er": [0.4, 0.6], "ip": [0.2, 0.3], "ex": [0.6, 0.9], "mean": [0.45, 0.55]}}
+    comparisons = [{"metric": m, "a": "sft", "b": "dpo", "difference": 0.125, "ci_low": 0.0625, "ci_high": 0.25,
+                    "p_value": 0.002, "p_value_holm": 0.03} for m in ("diff_er", "diff_ip", "bertscore_f1")]
+    inputs = {
+        "agreement": [write(r / "agreement/urdu_stories/agreement.json", {})],
+        "aggregate": [write(r / "agreement/aggregate_scores.json", {})],
+        "cross_culture": [write(r / "agreement/cross_culture.json", {})],
+        "similarity": [],
+        "empo": [write(r / f"empo/eval/{m}/metrics.json", {"diff_epitome": diff}) for m in ("sft", "dpo")],
+        "significance": [write(r / "empo/eval/significance.json", {"comparisons": comparisons})],
+        "curves": [], "pair_stats": [],
+        "epitome": [write(r / "empo/epitome/er_metrics.json", {"accuracy": 0.64, "macro_f1": 0.72})],
+        "epitome_quality": [write(r / "empo/epitome/quality.json", quality)],
+        "splits": [],
+    }
+    text = build_summary(inputs, {"seed": 42, "models": {}}, r / "report" / "summary.md")
+    assert "| ip | 0.700 | 0.310 | 0.230 | 0.080 | 605 |" in text and text.count("| no |") == 1
+    assert "| sft | 0.500 [0.400, 0.600] | not informative | 0.750 [0.600, 0.900] | 0.500 [0.450, 0.550] |" in text
+    # the quality table comes before the diff-Epitome table
+    assert text.index("How far to trust diff-Epitome") < text.index("| model | er | ip | ex | mean |")
+    section = text[text.index("| model | er | ip | ex | mean |"):text.index("### Significance")]
+    assert "| diff_er | sft | dpo | 0.125 | [0.062, 0.250] | 0.002 | 0.030 |" in section
+    assert "| diff_ip |" not in text and "| bertscore_f1 | sft | dpo |" in text
+    # runs compared with sft: ip's change is not read as better or worse
+    assert "| dpo | diff_epitome.ip | 0.250 | 0.250 | 0.000 | not informative |" in text

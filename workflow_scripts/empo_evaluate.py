@@ -17,7 +17,8 @@ bertscore_model = snakemake.input.get("bertscore_model") or settings["bertscore"
 
 metrics, per_item = evaluation.evaluate_generations(
     generations, classifiers, bertscore_model, word_counts, vad, intensity, settings, classifier_metrics,
-    bertscore_source=snakemake.params.bertscore_source, seed=int(snakemake.params.seed))
+    bertscore_source=snakemake.params.bertscore_source, seed=int(snakemake.params.seed),
+    device=runtime.select_device(snakemake.params.device))
 metrics["model"] = snakemake.wildcards.model
 io.write_csv(snakemake.output.per_item, per_item)
 io.write_json(snakemake.output.metrics, metrics)

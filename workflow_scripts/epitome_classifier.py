@@ -1,12 +1,16 @@
-"""Rule epitome_classifier: fine-tune the encoder on EPITOME as one model with a level head per
-mechanism (er, ip, ex) and score each on the held-out pairs. Rule epitome_classifier_given: score
-one mechanism's given weights on the same held-out pairs."""
+"""Rule epitome_classifier: train the EPITOME level classifiers (empo.evaluation.epitome.classifier:
+features, the default frozen-embeddings + n-gram model; finetune, one fine-tuned encoder with a
+level head per mechanism; biencoder, the authors' architecture, one model per mechanism) and score
+each mechanism on the held-out pairs. Rule epitome_classifier_given: score one mechanism's given
+weights on the same held-out pairs."""
 
-from empathy_workflow import evaluation, io, runtime
+from empathy_workflow import epitome_quality, evaluation, io, runtime
 
 logger = runtime.start(snakemake)
 settings = snakemake.params.settings
 seed = int(snakemake.params.seed)
+device = runtime.select_device(snakemake.params.device)
+logger.info("device: %s", device)
 pairs, info = evaluation.read_epitome(snakemake.input.table)
 logger.info("EPITOME: %s", info)
 common = {"held_out_fraction": settings["held_out"], "seed": seed, "epitome": info,
@@ -15,11 +19,13 @@ common = {"held_out_fraction": settings["held_out"], "seed": seed, "epitome": in
 if "weights" in snakemake.input.keys():
     mechanism = snakemake.wildcards.mechanism
     results = {mechanism: evaluation.evaluate_given_classifier(pairs, mechanism, snakemake.input.weights,
-                                                               settings, seed)}
+                                                               settings, seed, device)}
     outputs = {mechanism: snakemake.output.metrics}
 else:
-    results = evaluation.train_epitome_classifier(pairs, snakemake.input.encoder, snakemake.output.model,
-                                                  settings, seed)
+    train = {"features": epitome_quality.train_features_classifier,
+             "finetune": evaluation.train_epitome_classifier,
+             "biencoder": epitome_quality.train_biencoder_classifier}[settings["classifier"]]
+    results = train(pairs, snakemake.input.encoder, snakemake.output.model, settings, seed, device=device)
     outputs = {m: snakemake.output[f"{m}_metrics"] for m in evaluation.MECHANISMS}
 
 for mechanism, metrics in results.items():

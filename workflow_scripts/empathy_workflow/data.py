@@ -443,7 +443,7 @@ EPITOME_COLUMNS = ["sp_id", "rp_id", "seeker_post", "response_post", "level"]
 
 def load_epitome(paths: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """{emotional_reactions|interpretations|explorations: path} -> mechanism (er|ip|ex), sp_id,
-    rp_id, seeker_post, response_post, level."""
+    rp_id, seeker_post, response_post, level, rationales (empty where the CSV has none)."""
     tables = []
     for key, mechanism in EPITOME_MECHANISMS.items():
         if key not in paths:
@@ -460,6 +460,8 @@ def load_epitome(paths: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
         for column in ("sp_id", "rp_id", "seeker_post", "response_post"):
             out[column] = _require_text(frame, column, path).to_numpy()
         out["level"] = levels.astype(int).to_numpy()
+        # The annotators' rationales (response spans, '|'-separated): the bi-encoder's second task.
+        out["rationales"] = frame["rationales"].to_numpy() if "rationales" in frame.columns else ""
         tables.append(out)
     return pd.concat(tables, ignore_index=True)
 

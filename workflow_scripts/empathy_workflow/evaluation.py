@@ -263,7 +263,8 @@ def diff_epitome(generation_levels: Mapping[str, Sequence[int]], reference_level
 
 def read_epitome(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     """The prepared EPITOME table as one row per (sp_id, rp_id) pair: seeker_post, response_post,
-    level_er, level_ip, level_ex (EPITOME annotates the same pairs for the three mechanisms).
+    level_er, level_ip, level_ex, rationales_er/ip/ex (EPITOME annotates the same pairs for the
+    three mechanisms).
     A pair listed twice keeps its first level; the counts of such repeats are returned."""
     frame = read_csv(path, required=("mechanism", "sp_id", "rp_id", "seeker_post", "response_post", "level"),
                      what="EPITOME table", keep_default_na=False, dtype=str)
@@ -287,12 +288,14 @@ def read_epitome(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
         conflicting = part.groupby(["sp_id", "rp_id"])["level"].nunique()
         info[f"{mechanism}_repeated_pairs_with_conflicting_levels"] = int((conflicting > 1).sum())
         part = part.drop_duplicates(["sp_id", "rp_id"], keep="first")
-        part = part[["sp_id", "rp_id", "seeker_post", "response_post", "level"]].rename(
-            columns={"level": f"level_{mechanism}"})
+        part = part.assign(rationales=part["rationales"] if "rationales" in part.columns else "")
+        part = part[["sp_id", "rp_id", "seeker_post", "response_post", "level", "rationales"]].rename(
+            columns={"level": f"level_{mechanism}", "rationales": f"rationales_{mechanism}"})
         if pairs is None:
             pairs = part
         else:
-            pairs = pairs.merge(part[["sp_id", "rp_id", f"level_{mechanism}"]], on=["sp_id", "rp_id"], how="inner")
+            pairs = pairs.merge(part[["sp_id", "rp_id", f"level_{mechanism}", f"rationales_{mechanism}"]],
+                                on=["sp_id", "rp_id"], how="inner")
     if pairs.empty:
         raise InputError(f"{path}: no (sp_id, rp_id) pair is annotated for all three mechanisms")
     info["pairs"] = int(len(pairs))
@@ -344,7 +347,8 @@ class LevelClassifier:
     classifier (3 labels: levels 0, 1, 2; e.g. given weights), or the workflow's joint model:
     one encoder with 3 x 3 logits, the mechanisms named in its config (`epitome_mechanisms`)."""
 
-    def __init__(self, directory: str | os.PathLike, max_length: int = 128, batch_size: int = 32):
+    def __init__(self, directory: str | os.PathLike, max_length: int = 128, batch_size: int = 32,
+                 device: str = "cpu"):
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         directory = Path(directory)
@@ -361,8 +365,9 @@ class LevelClassifier:
             raise InputError(f"{directory}: classifier has {config.num_labels} labels, expected {expected} "
                              f"(levels 0, 1, 2{' for each of ' + ', '.join(self.mechanisms) if self.mechanisms else ''})")
         self.tokenizer = AutoTokenizer.from_pretrained(directory)
-        self.model = AutoModelForSequenceClassification.from_pretrained(directory)
+        self.model = AutoModelForSequenceClassification.from_pretrained(directory).to(device)
         self.model.eval()
+        self.device = device
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
 
@@ -376,15 +381,29 @@ class LevelClassifier:
             batch = self.tokenizer(list(seekers[start:start + self.batch_size]),
                                    list(responses[start:start + self.batch_size]),
                                    truncation=True, max_length=self.max_length, padding=True,
-                                   return_tensors="pt")
+                                   return_tensors="pt").to(self.device)
             with torch.no_grad():
                 logits = self.model(**batch).logits
             predictions.append(logits.view(len(logits), width, len(LEVELS)).argmax(dim=-1).cpu().numpy())
         return np.concatenate(predictions)
 
 
+def load_level_classifier(path: str | os.PathLike, max_length: int, batch_size: int, device: str = "cpu"):
+    """The classifier saved at `path`: the frozen-features classifier (epitome_features.json), the
+    authors' bi-encoder (a .pth/.bin state dict, or a folder with biencoder.json), or a
+    sequence-classification model folder."""
+    from . import epitome_biencoder, epitome_features
+
+    if epitome_features.is_features_classifier(path):
+        return epitome_features.FeaturesClassifier(path, device=device)
+    if epitome_biencoder.is_biencoder(path):
+        return epitome_biencoder.BiEncoderLevelClassifier(path, max_length=max_length, batch_size=batch_size,
+                                                          device=device)
+    return LevelClassifier(path, max_length=max_length, batch_size=batch_size, device=device)
+
+
 def predict_levels(classifiers: Mapping[str, str | os.PathLike], seekers: Sequence[str], responses: Sequence[str],
-                   max_length: int, batch_size: int) -> dict[str, np.ndarray]:
+                   max_length: int, batch_size: int, device: str = "cpu") -> dict[str, np.ndarray]:
     """{mechanism: levels} from {mechanism: classifier folder}; a joint folder named for several
     mechanisms is loaded and run once."""
     levels: dict[str, np.ndarray] = {}
@@ -392,7 +411,7 @@ def predict_levels(classifiers: Mapping[str, str | os.PathLike], seekers: Sequen
     for mechanism in MECHANISMS:
         by_folder.setdefault(str(classifiers[mechanism]), []).append(mechanism)
     for folder, mechanisms in by_folder.items():
-        classifier = LevelClassifier(folder, max_length=max_length, batch_size=batch_size)
+        classifier = load_level_classifier(folder, max_length, batch_size, device)
         predicted = classifier.predict(seekers, responses)
         for mechanism in mechanisms:
             if classifier.mechanisms:
@@ -406,9 +425,9 @@ def predict_levels(classifiers: Mapping[str, str | os.PathLike], seekers: Sequen
 
 
 def train_epitome_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, output_dir: str | os.PathLike,
-                             settings: Mapping, seed: int) -> dict[str, dict]:
-    """Fine-tune the encoder on the training part of EPITOME with the transformers Trainer (CPU,
-    seeded) as one model with three 3-way heads (er, ip, ex share the encoder, so one pass over
+                             settings: Mapping, seed: int, device: str = "cpu") -> dict[str, dict]:
+    """Fine-tune the encoder on the training part of EPITOME with the transformers Trainer (on
+    `device`, seeded) as one model with three 3-way heads (er, ip, ex share the encoder, so one pass over
     the pairs trains all three: a third of the cost of three models), save it to `output_dir`,
     and score each mechanism on the held-out part. Returns {mechanism: metrics}."""
     import torch
@@ -459,7 +478,7 @@ def train_epitome_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, ou
         args = TrainingArguments(
             output_dir=scratch, num_train_epochs=float(settings["epochs"]),
             per_device_train_batch_size=int(settings["batch_size"]), learning_rate=float(settings["learning_rate"]),
-            weight_decay=0.01, seed=seed, data_seed=seed, use_cpu=True, report_to=[], save_strategy="no",
+            weight_decay=0.01, seed=seed, data_seed=seed, use_cpu=device == "cpu", report_to=[], save_strategy="no",
             logging_steps=10, dataloader_num_workers=0)
         trainer = JointTrainer(model=model, args=args, train_dataset=dataset,
                                data_collator=DataCollatorWithPadding(tokenizer))
@@ -472,7 +491,7 @@ def train_epitome_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, ou
     started = time.perf_counter()
     held = pairs.iloc[test_index]
     predicted = predict_levels({m: output_dir for m in MECHANISMS}, held["seeker_post"].tolist(),
-                               held["response_post"].tolist(), max_length, int(settings["batch_size"]))
+                               held["response_post"].tolist(), max_length, int(settings["batch_size"]), device)
     logger.info("scored %d held-out pairs in %.1f s", len(held), time.perf_counter() - started)
     return {m: {"source": "trained", "model": "joint: one encoder, a 3-level head per mechanism",
                 "encoder": str(encoder), "n_train": int(len(train_index)),
@@ -483,13 +502,13 @@ def train_epitome_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, ou
 
 
 def evaluate_given_classifier(pairs: pd.DataFrame, mechanism: str, folder: str | os.PathLike, settings: Mapping,
-                              seed: int) -> dict:
+                              seed: int, device: str = "cpu") -> dict:
     """Given weights for one mechanism, scored on the same held-out part a trained model gets."""
     _, test_index = epitome_split(pairs, settings["held_out"], seed)
     held = pairs.iloc[test_index]
     levels = predict_levels({m: folder for m in MECHANISMS},
                             held["seeker_post"].tolist(), held["response_post"].tolist(),
-                            int(settings["max_length"]), int(settings["batch_size"]))[mechanism]
+                            int(settings["max_length"]), int(settings["batch_size"]), device)[mechanism]
     return {"source": "given", "weights": str(folder),
             "held_out": classification_scores(held[f"level_{mechanism}"].to_numpy(), levels),
             "note": "given weights may have been trained on EPITOME pairs that are in this held-out part"}
@@ -566,7 +585,8 @@ def bertscore(candidates: Sequence[str], references: Sequence[str], model: str, 
 def evaluate_generations(generations: pd.DataFrame, classifiers: Mapping[str, str], bertscore_model: str,
                          word_counts: Mapping[str, int], vad, intensity, settings: Mapping,
                          classifier_metrics: Mapping[str, dict] | None = None,
-                         bertscore_source: str | None = None, seed: int = 0) -> tuple[dict, pd.DataFrame]:
+                         bertscore_source: str | None = None, seed: int = 0,
+                         device: str = "cpu") -> tuple[dict, pd.DataFrame]:
     """text_metrics (diff_epitome, bertscore, diversity, vad) and the per-item table. Each group
     gets `ci` {key: [low, high]}: bootstrap intervals of the per-item means (settings.significance)."""
     texts = generations["generation"].tolist()
@@ -577,7 +597,7 @@ def evaluate_generations(generations: pd.DataFrame, classifiers: Mapping[str, st
     started = time.perf_counter()
     # One pass over generations and references together.
     levels = predict_levels(classifiers, contexts + contexts, texts + references,
-                            epitome_settings["max_length"], epitome_settings["batch_size"])
+                            epitome_settings["max_length"], epitome_settings["batch_size"], device)
     gen_levels = {m: v[:len(texts)] for m, v in levels.items()}
     ref_levels = {m: v[len(texts):] for m, v in levels.items()}
     epitome_summary, epitome_items = diff_epitome(gen_levels, ref_levels)

@@ -187,7 +187,7 @@ def similarity_section(metric_files: list[Path], ceilings: dict[str, dict], repo
 
 def empo_section(metric_files: list[Path], significance: Path, curves: list[Path], pair_stats: list[Path],
                  epitome: list[Path], report_dir: Path, plot_path: Path | None = None,
-                 mapping: str = "plutchik") -> str:
+                 mapping: str = "plutchik", epitome_quality: Path | None = None) -> str:
     models = [path.parent.name for path in metric_files]
     metrics = {path.parent.name: read_json(path) for path in metric_files}
     lines = ["## EmPO: emotion-grounded preference optimisation", ""]
@@ -224,7 +224,13 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
                "over the context and the maximum over the response (lower = closer emotional tone).",
         "lm_eval": "Retained general ability (lm-eval accuracy).",
     }
+    quality = read_json(epitome_quality) if epitome_quality is not None else None
+    uninformative = not_informative(quality)
     for group in groups:
+        if group == "diff_epitome" and quality is not None:
+            lines += [diff_epitome_section(metrics, models, quality,
+                                           read_json(significance) if significance.exists() else None), ""]
+            continue
         flat = {model: flatten(metrics[model].get(group, {}) or {}) for model in models}
         keys = sorted({key for values in flat.values() for key in values})
         if not keys:
@@ -249,7 +255,9 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
             if old is None or new is None:
                 continue
             change = new - old
-            if abs(change) < 1e-9:
+            if key.split(".")[0] == "diff_epitome" and key.split(".")[-1] in uninformative:
+                direction = "not informative"
+            elif abs(change) < 1e-9:
                 direction = "same"
             elif NO_DIRECTION.search(key):
                 direction = "changed"
@@ -263,7 +271,15 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
 
     # Significance
     if significance.exists():
-        lines += ["### Significance", "", significance_table(read_json(significance)), ""]
+        tests = read_json(significance)
+        if uninformative and isinstance(tests.get("comparisons"), list):
+            # diff-Epitome of a mechanism whose classifier is near the majority class is no result
+            tests = {**tests, "comparisons": [c for c in tests["comparisons"]
+                                              if str(c.get("metric", "")).removeprefix("diff_") not in uninformative]}
+        lines += ["### Significance", "", significance_table(tests), ""]
+        if uninformative:
+            lines += [f"- diff-Epitome of {', '.join(sorted(uninformative))} left out: not informative "
+                      "(classifier near the majority class, see quality table above).", ""]
 
     # EPITOME classifiers
     rows = []
@@ -272,7 +288,7 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
         rows.append([path.name.split("_")[0], data.get("accuracy"), data.get("macro_f1"),
                      data.get("majority_accuracy", data.get("majority_baseline")), data.get("n_held_out"),
                      data.get("source", data.get("weights", "trained here"))])
-    if rows:
+    if rows and quality is None:
         lines += ["### How far to trust diff-Epitome", "",
                   "The EPITOME classifiers on their held-out part:", "",
                   table(["mechanism", "accuracy", "macro F1", "majority class", "held-out n", "weights"], rows), ""]
@@ -288,6 +304,60 @@ def human_eval_section(tables: list[Path], report_dir: Path) -> str:
     if not tables:
         return ""
     return "\n\n".join(["## EmPO: human evaluation"] + [embed(path, report_dir, levels=2) for path in tables])
+def not_informative(quality: dict | None) -> set[str]:
+    """Mechanisms whose classifier is within quality.json's margin of the majority class."""
+    if not quality:
+        return set()
+    return {m for m in DIFF_EPITOME_MECHANISMS if isinstance(quality.get(m), dict)
+            and not quality[m]["macro_f1"] - quality[m]["majority_macro_f1"] > quality.get("informative_margin", 0.10)}
+
+
+DIFF_EPITOME_MECHANISMS = ("er", "ip", "ex")
+
+
+def diff_epitome_section(metrics: dict[str, dict], models: list[str], quality: dict, significance: dict | None) -> str:
+    """The EPITOME classifiers' held-out quality, then diff-Epitome per model with its bootstrap
+    interval and the paired permutation tests between models, a mechanism whose classifier is
+    within the margin of the majority class shown as "not informative" instead of a number."""
+    margin = quality.get("informative_margin", 0.10)
+    skip = not_informative(quality)
+    quality_rows = [[m, quality[m]["accuracy"], quality[m]["macro_f1"], quality[m]["majority_macro_f1"],
+                     quality[m]["macro_f1"] - quality[m]["majority_macro_f1"], quality[m]["n_heldout"],
+                     str(quality[m]["confusion"]), "no" if m in skip else "yes"]
+                    for m in DIFF_EPITOME_MECHANISMS if m in quality]
+    lines = ["**How far to trust diff-Epitome.** The EPITOME classifiers on their held-out pairs "
+             "(`results/empo/epitome/quality.json`); a mechanism whose macro F1 is within "
+             f"{margin:.2f} of always answering the majority level is not informative.", "",
+             table(["mechanism", "accuracy", "macro F1", "majority macro F1", "margin", "held-out n",
+                    "confusion (rows gold 0-2, columns predicted)", "informative"], quality_rows), ""]
+    rows = []
+    for model in models:
+        values = metrics[model].get("diff_epitome", {}) or {}
+        intervals = values.get("ci", {}) or {}
+        row = [model]
+        for key in DIFF_EPITOME_MECHANISMS + ("mean",):
+            if key in skip:
+                row.append("not informative")
+            elif values.get(key) is None:
+                row.append(None)
+            else:
+                interval = intervals.get(key)
+                row.append(f"{fmt(values[key])} {fmt(interval)}" if interval else values[key])
+        rows.append(row)
+    lines += ["**diff_epitome**. diff-Epitome: mean squared difference between the EPITOME level of the "
+              "generation and of the human reply, per mechanism (lower is closer to human empathy); "
+              "in brackets the percentile bootstrap interval over items.", "",
+              table(["model", "er", "ip", "ex", "mean"], rows)]
+    if skip:
+        lines += ["", f"- mean: averages all three mechanisms, {', '.join(sorted(skip))} included (not informative)."]
+    comparisons = [c for c in (significance or {}).get("comparisons", [])
+                   if str(c.get("metric", "")).startswith("diff_")]
+    shown = [c for c in comparisons if c["metric"].removeprefix("diff_") not in skip]
+    if shown:
+        lines += ["", "Between models (paired permutation test on the per-item squared differences; "
+                  "Holm-adjusted over every metric of the significance table):", "",
+                  significance_table({**significance, "comparisons": shown})]
+    return "\n".join(lines)
 
 
 def significance_table(data: dict) -> str:
@@ -398,7 +468,8 @@ def build_summary(inputs: dict[str, list[str]], config: dict, output: Path) -> s
         "",
         empo_section(paths["empo"], paths["significance"][0], paths["curves"], paths["pair_stats"],
                      paths["epitome"], report_dir, plots / "empo_metrics.png",
-                     mapping=config.get("empo", {}).get("pairs", {}).get("emotion_mapping", "plutchik")),
+                     mapping=config.get("empo", {}).get("pairs", {}).get("emotion_mapping", "plutchik"),
+                     epitome_quality=Path(paths["epitome_quality"][0]) if paths.get("epitome_quality") else None),
         "",
         human_eval_section(paths.get("human_eval", []), report_dir),
         "",
