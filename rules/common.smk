@@ -179,6 +179,7 @@ PREDICT_KEYS = {
         "score_batch_size",
         "score_dtype",
         "quantization",
+        "max_new_tokens",
     ),
 }
 

@@ -22,7 +22,15 @@ rule similarity_train_contrastive:
         settings=config["similarity"]["contrastive"],
         text=config["similarity"]["text"],
         seed=SEED,
-        code=code_version("similarity", "training", "preference", "metrics", "plots"),
+        code=code_version(
+            "similarity",
+            "similarity_protocol",
+            "similarity_decoding",
+            "training",
+            "preference",
+            "metrics",
+            "plots",
+        ),
     script:
         "../workflow_scripts/similarity_train_contrastive.py"
 
@@ -46,7 +54,15 @@ rule similarity_train_llm:
         text=config["similarity"]["text"],
         checkpoints="results/checkpoints/similarity/llm_sft",
         seed=SEED,
-        code=code_version("similarity", "training", "preference", "metrics", "plots"),
+        code=code_version(
+            "similarity",
+            "similarity_protocol",
+            "similarity_decoding",
+            "training",
+            "preference",
+            "metrics",
+            "plots",
+        ),
     script:
         "../workflow_scripts/similarity_train_llm.py"
 
@@ -81,6 +97,8 @@ rule similarity_predict:
         seed=SEED,
         code=code_version(
             "similarity",
+            "similarity_protocol",
+            "similarity_decoding",
             "training",
             "preference",
             "metrics",

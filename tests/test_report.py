@@ -1,8 +1,10 @@
 """The report on hand-made result files: tables carry the numbers, links point at real files."""
 
 import json
+import re
 from pathlib import Path
 
+from conftest import REPO
 from empathy_workflow.report import build_summary, flatten, rewrite_links, significance_table
 from report_tables import table_with
 
@@ -70,8 +72,8 @@ def test_summary_on_hand_made_results(tmp_path):
     assert "RE-SPLIT: seeded" in text
 
     rows = table_with(text, "method", "test set", "pearson")
-    labels = {"zeroshot": "zero-shot encoder (cosine, isotonic map)",
-              "llm_sft": "LLM, LoRA fine-tuned (answer scoring)"}
+    labels = {"zeroshot": "zero-shot encoder (cosine)",
+              "llm_sft": "LLM, LoRA fine-tuned (greedy answer)"}
     assert [row["method"] for row in rows] == [labels[m] for m in similarity]
     for row, values in zip(rows, similarity.values()):
         assert row["test set"] == "urdu_stories"
@@ -107,6 +109,11 @@ def test_summary_on_hand_made_results(tmp_path):
         row = compared[metric]
         assert (row["run"], row["sft"], row["run value"], row["change"], row["direction"]) == (
             "dpo", old, new, change, direction), metric
+    # beside the headline table: which procedure produced it, linked to the fidelity table
+    procedure = text.index("**Procedure: the authors'**")
+    assert procedure < text.index("| LLM, LoRA fine-tuned (greedy answer) | urdu_stories |")
+    link = re.search(r"\[docs/fidelity.md\]\(([^)]+)\)", text[procedure:]).group(1)
+    assert (output.parent / link).resolve() == REPO / "docs" / "fidelity.md"
     assert (r / "report" / "plots" / "similarity_pearson.png").stat().st_size > 0
     assert (r / "report" / "plots" / "empo_metrics.png").stat().st_size > 0
 

@@ -39,9 +39,14 @@ result = {
     "model": snakemake.input.get("model"),  # none for llm_api (an endpoint)
     **details,
 }
-if "predicted_argmax" in predictions:
-    argmax = metrics.similarity_metrics(predictions.gold, predictions.predicted_argmax)
-    result["argmax"] = {k: argmax[k] for k in ("pearson", "spearman", "mse", "accuracy", "precision", "recall", "f1")}
+# The headline keys above come from the paper's scoring (details["scoring"]); every other scoring of
+# the same pairs is an extra, under extra_metrics.<column>, described in details["extra_scorings"].
+result["procedure"] = "paper (docs/fidelity.md)"
+result["extra_metrics"] = {}
+for column in details.get("extra_scorings", {}):
+    extra = metrics.similarity_metrics(predictions.gold, predictions[column])
+    result["extra_metrics"][column] = {k: extra[k] for k in ("pearson", "spearman", "mse", "accuracy", "precision",
+                                                             "recall", "f1")}
 if snakemake.input.get("ratings"):
     result["per_annotator"] = similarity.per_annotator_scores(with_score, snakemake.input.ratings)
 write_csv(snakemake.output.predictions, predictions)

@@ -19,12 +19,20 @@ from .io import read_json
 SETTINGS = {"num_layers", "seed", "permutations", "resamples", "num_fewshot", "limit"}
 SIMILARITY_COLUMNS = ["pearson", "spearman", "mse", "accuracy", "precision", "recall", "f1"]
 METHOD_LABELS = {
-    "zeroshot": "zero-shot encoder (cosine, isotonic map)",
-    "contrastive": "contrastive fine-tuned encoder",
-    "llm_zeroshot": "LLM, untuned (answer scoring)",
-    "llm_sft": "LLM, LoRA fine-tuned (answer scoring)",
+    "zeroshot": "zero-shot encoder (cosine)",
+    "contrastive": "contrastive fine-tuned encoder (cosine)",
+    "llm_zeroshot": "LLM, untuned (guided choice, both orders)",
+    "llm_sft": "LLM, LoRA fine-tuned (greedy answer)",
     "llm_api": "LLM behind an API, zero-shot prompt (parsed answer)",
 }
+# The table of the authors' procedures and every deviation (docs/fidelity.md in the repository).
+FIDELITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "fidelity.md"
+SIMILARITY_PROCEDURE = (
+    "**Procedure: the authors'** ([docs/fidelity.md]({link}), section Empathic similarity): encoders score "
+    "the raw cosine (3*cos+1 on the 1-4 scale); the untuned LLM takes a guided choice over the seven "
+    "answers at temperature 0, story orders (A, B) and (B, A) averaged; the fine-tuned LLM answers "
+    "greedily and the number is parsed. Extra scorings that are not the paper's (isotonic map, expected "
+    "score over the answers) are in the table after this one and in each metrics.json under `extra_metrics`.")
 # Metrics where lower is better: the run comparison says which way is an improvement. Signed
 # differences (vad.diff_max_*) have no better direction and are reported as "changed".
 LOWER_IS_BETTER = re.compile(r"^diff_epitome\.|^vad\.abs_diff|mse")
@@ -150,13 +158,16 @@ def human_ceiling(agreement_jsons: list[Path], aspect: str = "empathy") -> dict[
 
 def similarity_section(metric_files: list[Path], ceilings: dict[str, dict], report_dir: Path,
                        plot_path: Path | None = None) -> str:
-    rows, notes, scatters = [], set(), []
+    rows, extra_rows, notes, scatters = [], [], set(), []
     by_testset: dict[str, list] = {}
     for path in metric_files:
         method, testset = path.parent.parent.name, path.parent.name
         metrics = read_json(path)
         rows.append([METHOD_LABELS.get(method, method), testset] + [metrics.get(k) for k in SIMILARITY_COLUMNS]
                     + [metrics.get("n")])
+        for scoring, values in (metrics.get("extra_metrics") or {}).items():
+            extra_rows.append([METHOD_LABELS.get(method, method), testset, scoring]
+                              + [values.get(k) for k in SIMILARITY_COLUMNS])
         by_testset.setdefault(testset, []).append((method, metrics.get("pearson")))
         for key in ("split_note", "split", "text_note"):
             if isinstance(metrics.get(key), str):
@@ -167,7 +178,12 @@ def similarity_section(metric_files: list[Path], ceilings: dict[str, dict], repo
     lines = ["## Empathic similarity", "",
              "Gold: the human empathic-similarity score (1-4); binary metrics use positive = score > 2.5 "
              "(macro averages).", "",
+             SIMILARITY_PROCEDURE.format(link=relative(FIDELITY_DOC, report_dir)), "",
              table(["method", "test set"] + SIMILARITY_COLUMNS + ["n"], rows), ""]
+    if extra_rows:
+        lines += ["**Extra scorings, not the paper's procedure** (same pairs; [docs/fidelity.md]"
+                  f"({relative(FIDELITY_DOC, report_dir)}) says why each is kept):", "",
+                  table(["method", "test set", "scoring"] + SIMILARITY_COLUMNS, extra_rows), ""]
     if ceilings:
         lines += ["**Human ceiling beside the models.** The Pearson r a perfect model could expect against the "
                   "annotators' mean label, given their disagreement (see the agreement section for the method):", ""]

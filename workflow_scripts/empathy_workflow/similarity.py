@@ -1,16 +1,20 @@
 """Empathic similarity models (Manzoor et al. 2024): given two personal narratives, predict how much
 their narrators would empathise with each other on the 1-4 scale.
 
+The headline scores follow the authors' procedure (similarity_protocol.py; docs/fidelity.md):
+
 Methods
-- zeroshot: cosine similarity of a pretrained sentence encoder's embeddings, mapped onto 1-4 by an
-  isotonic (monotone) regression fitted on the training split.
+- zeroshot: cosine similarity of a pretrained sentence encoder's embeddings; predicted = 3*cos+1.
+  Extra, labelled: an isotonic map cosine -> 1-4 fitted on the training split (`predicted_isotonic`).
 - contrastive: the encoder fine-tuned with sentence-transformers' own SentenceTransformerTrainer and
-  one of its losses (mnrl on triplets as in the paper, cosine, cosent, angle, online_contrastive);
-  then the same cosine -> isotonic mapping.
+  one of its losses (mnrl on the notebooks' triplets, cosine, cosent, angle, online_contrastive)
+  with the notebooks' scale/margin and 30% warmup; then scored as zeroshot.
 - llm_sft: LoRA fine-tuning of a causal LM with trl's SFTTrainer on prompt/completion examples
-  (loss on the answer only), both story orders; llm_zeroshot: the untuned model.
-  Both predict by scoring the seven allowed answers "1", "1.5", ..., "4" with the model's
-  log-probabilities (no free text is parsed): the expected score and the most likely answer.
+  (loss on the answer only), both story orders; predicted = the number in its greedy answer.
+- llm_zeroshot: the untuned model; predicted = guided choice over the seven answers at temperature
+  0, the two story orders averaged.
+  Extra for both, labelled: the expected score under the model's distribution over the seven answers
+  (`predicted_expected`), from their log-probabilities.
 
 LoRA/trainer plumbing (model loading, LoRA config, TrainingArguments, resumable checkpoints) is
 training.py's, shared with EmPO.
@@ -29,25 +33,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from . import similarity_protocol as protocol
 from .io import InputError, read_csv, read_json, require_numeric
 
 logger = logging.getLogger(__name__)
 
 SCALE = (1.0, 4.0)
-ANSWERS = ("1", "1.5", "2", "2.5", "3", "3.5", "4")
-ANSWER_VALUES = np.array([float(answer) for answer in ANSWERS])
 ENCODER_METHODS = ("zeroshot", "contrastive")
 LLM_METHODS = ("llm_zeroshot", "llm_sft")
 LOSSES = ("mnrl", "cosine", "cosent", "angle", "online_contrastive")
-
-# The annotation instruction given to the LLM (EmpathicStories' question, condensed).
-INSTRUCTION = (
-    "You rate pairs of personal stories. Read both narratives and judge how much their two narrators "
-    "would empathize with each other: how similar their experiences are in the main event, the "
-    "emotions they felt and the moral or lesson. Answer with one number on a scale from 1 (not at "
-    "all) to 4 (very much), in steps of 0.5: 1, 1.5, 2, 2.5, 3, 3.5 or 4."
-)
-
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -75,10 +69,11 @@ def load_pairs(path: str | os.PathLike, text: str) -> tuple[pd.DataFrame, str]:
         duplicate = frame["pair_id"][frame["pair_id"].duplicated()].iloc[0]
         raise InputError(f"{path}: column 'pair_id': {duplicate!r} occurs more than once")
     gold = require_numeric(frame, "empathy", path, low=SCALE[0], high=SCALE[1])
+    # The authors' preprocessing of every text (newlines to spaces, ends stripped).
     result = pd.DataFrame({
         "pair_id": frame["pair_id"].astype(str),
-        "text_a": frame[columns[0]].astype(str),
-        "text_b": frame[columns[1]].astype(str),
+        "text_a": frame[columns[0]].astype(str).map(protocol.normalize_text),
+        "text_b": frame[columns[1]].astype(str).map(protocol.normalize_text),
         "gold": gold.astype(float),
     })
     return result, used
@@ -154,17 +149,20 @@ def fit_calibration(cosines: np.ndarray, gold: np.ndarray):
 
 def encoder_predictions(model_path, train: pd.DataFrame, test: pd.DataFrame, batch_size: int = 32,
                         max_seq_length: int | None = None) -> tuple[pd.DataFrame, dict]:
-    """Cosines of train and test pairs; the isotonic map fitted on train, applied to test."""
+    """The paper's scoring: predicted = 3*cos+1 (raw cosine, so Pearson/Spearman are the cosine's
+    and a pair is positive when cos > 0.5). Extra, labelled: the isotonic map fitted on train."""
     model = load_encoder(model_path, max_seq_length)
     logger.info("encoding %d train and %d test pairs with %s (max_seq_length %d)",
                 len(train), len(test), model_path, model.max_seq_length)
     train_cos = cosine_scores(model, list(train.text_a), list(train.text_b), batch_size)
     test_cos = cosine_scores(model, list(test.text_a), list(test.text_b), batch_size)
     calibration = fit_calibration(train_cos, train.gold.to_numpy())
-    predicted = calibration.predict(test_cos)
-    frame = pd.DataFrame({"pair_id": test.pair_id, "gold": test.gold, "predicted": predicted, "cosine": test_cos})
+    frame = pd.DataFrame({"pair_id": test.pair_id, "gold": test.gold, "predicted": protocol.cosine_to_scale(test_cos),
+                          "cosine": test_cos, "predicted_isotonic": calibration.predict(test_cos)})
     details = {
-        "calibration": f"isotonic regression of gold on cosine, fitted on the training split (n={len(train)})",
+        "scoring": "paper: predicted = 3*cosine+1 (the notebooks' score recovery); positive when > 2.5",
+        "extra_scorings": {"predicted_isotonic": "isotonic regression of gold on cosine, fitted on the "
+                                                 f"training split (n={len(train)}); not the paper's"},
         "max_seq_length": int(model.max_seq_length),
         "train_cosine_pearson": float(np.corrcoef(train_cos, train.gold)[0, 1]),
     }
@@ -172,44 +170,14 @@ def encoder_predictions(model_path, train: pd.DataFrame, test: pd.DataFrame, bat
 
 
 def positive_threshold(gold: np.ndarray) -> float:
-    """Pairs strictly above the training median count as positives (the paper's triplet set-up)."""
+    """Pairs strictly above the training median count as positives (the notebooks' `binned` labels)."""
     return float(np.median(np.asarray(gold, dtype=float)))
-
-
-def build_triplets(train: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, dict]:
-    """(anchor, positive, negative) triplets for MultipleNegativesRankingLoss, as in the paper.
-
-    Each pair above the training median gives (story a, story b). The hard negative is drawn
-    (seeded) from the stories that story a or story b is paired with in a pair at or below the
-    median; if neither story has such a partner, from all stories of below-median pairs.
-    """
-    rng = np.random.default_rng(seed)
-    threshold = positive_threshold(train.gold.to_numpy())
-    positives = train[train.gold > threshold]
-    negatives = train[train.gold <= threshold]
-    if positives.empty or negatives.empty:
-        raise InputError(f"training split: no pairs above (or none at/below) the median {threshold}; "
-                         "cannot build triplets")
-    partners: dict[str, set[str]] = {}
-    for a, b in zip(negatives.text_a, negatives.text_b):
-        partners.setdefault(a, set()).add(b)
-        partners.setdefault(b, set()).add(a)
-    pool = sorted(set(negatives.text_a) | set(negatives.text_b))
-    rows, fallback = [], 0
-    for a, b in zip(positives.text_a, positives.text_b):
-        candidates = sorted((partners.get(a, set()) | partners.get(b, set())) - {a, b})
-        if not candidates:
-            fallback += 1
-            candidates = [text for text in pool if text not in (a, b)]
-        rows.append({"anchor": a, "positive": b, "negative": candidates[int(rng.integers(len(candidates)))]})
-    info = {"median": threshold, "triplets": len(rows), "random_negatives": fallback}
-    return pd.DataFrame(rows), info
 
 
 def contrastive_dataset(train: pd.DataFrame, loss: str, seed: int) -> tuple[pd.DataFrame, dict]:
     """The training columns each loss expects (texts first, then `label` where it takes one)."""
     if loss == "mnrl":
-        return build_triplets(train, seed)
+        return protocol.build_triplets(list(train.text_a), list(train.text_b), train.gold.to_numpy(), seed)
     frame = pd.DataFrame({"sentence1": train.text_a.to_numpy(), "sentence2": train.text_b.to_numpy()})
     if loss == "online_contrastive":
         threshold = positive_threshold(train.gold.to_numpy())
@@ -222,16 +190,18 @@ def contrastive_dataset(train: pd.DataFrame, loss: str, seed: int) -> tuple[pd.D
     raise InputError(f"similarity.contrastive.loss: {loss!r} is not one of {', '.join(LOSSES)}")
 
 
-def make_loss(model, loss: str):
+def make_loss(model, loss: str, settings: dict):
+    """The loss object with the notebooks' parameters (similarity_protocol.LOSS_PARAMETERS)."""
     from sentence_transformers import losses
 
+    arguments = protocol.loss_arguments(loss, settings)
     return {
         "mnrl": losses.MultipleNegativesRankingLoss,
         "cosine": losses.CosineSimilarityLoss,
         "cosent": losses.CoSENTLoss,
         "angle": losses.AnglELoss,
         "online_contrastive": losses.OnlineContrastiveLoss,
-    }[loss](model)
+    }[loss](model, **arguments)
 
 
 def train_contrastive(encoder_path, train: pd.DataFrame, dev: pd.DataFrame | None, settings: dict, seed: int,
@@ -257,7 +227,8 @@ def train_contrastive(encoder_path, train: pd.DataFrame, dev: pd.DataFrame | Non
         num_train_epochs=settings["epochs"],
         per_device_train_batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"],
-        warmup_steps=0,
+        # The notebooks: warmup_steps = ceil(steps * 0.3); a float in [0, 1) is a ratio here.
+        warmup_steps=float(settings.get("warmup_ratio", 0.0)),
         seed=seed,
         data_seed=seed,
         # In-batch negatives must not contain the anchor's own positive twice.
@@ -267,11 +238,13 @@ def train_contrastive(encoder_path, train: pd.DataFrame, dev: pd.DataFrame | Non
         logging_steps=5,
         use_cpu=not torch.cuda.is_available(),
         bf16=False,
+        # model.fit(use_amp=True) in the notebooks: fp16 autocast, on a GPU only
+        fp16=bool(settings.get("amp", False)) and torch.cuda.is_available(),
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
     trainer = SentenceTransformerTrainer(model=model, args=arguments, train_dataset=dataset,
-                                         loss=make_loss(model, loss_name))
+                                         loss=make_loss(model, loss_name, settings))
     result = trainer.train()
     after = _dev_pearson(model, dev)
     logger.info("dev Pearson of cosine: %.3f before, %.3f after fine-tuning",
@@ -307,12 +280,6 @@ def _save_atomically(save, output_dir: str | os.PathLike) -> None:
 # LLM: prompts, LoRA fine-tuning, constrained scoring of the seven answers
 
 
-def answer_label(score: float) -> str:
-    """A gold mean -> the nearest allowed answer (ties round up: 2.25 -> "2.5")."""
-    index = int(np.argmin(np.abs(ANSWER_VALUES - float(score)) - 1e-9 * ANSWER_VALUES))
-    return ANSWERS[index]
-
-
 def truncate_tokens(tokenizer, text: str, max_tokens: int | None) -> str:
     """The first `max_tokens` tokens of `text` (whole text when None or short enough)."""
     if not max_tokens:
@@ -324,18 +291,22 @@ def truncate_tokens(tokenizer, text: str, max_tokens: int | None) -> str:
 
 
 def prompt_messages(text_a: str, text_b: str) -> list[dict]:
-    return [
-        {"role": "system", "content": INSTRUCTION},
-        {"role": "user", "content": f"Narrative A:\n{text_a}\n\nNarrative B:\n{text_b}\n\n"
-                                    "How much would the two narrators empathize with each other (1-4)?"},
-    ]
+    """The authors' "optimized" prompt, verbatim (similarity_protocol.SYSTEM_PROMPT / USER_TEMPLATE)."""
+    return protocol.prompt_messages(text_a, text_b)
+
+
+def method_answers(method: str) -> tuple[str, ...]:
+    """The answer strings a method is scored over: the zero-shot guided-choice list, or the
+    str(float) labels the fine-tuned model was trained to write."""
+    return protocol.SFT_ANSWERS if method == "llm_sft" else protocol.ZEROSHOT_ANSWERS
 
 
 def narrative_budget(tokenizer, settings: dict) -> int:
     """Tokens allowed per narrative: the configured cap, and at most what lets the prompt plus the
     longest answer fit into max_length (so truncation never cuts the answer during training)."""
     overhead = len(_render_prompt(tokenizer, prompt_messages("", "")))
-    longest_answer = max(len(ids) for ids in answer_suffixes(tokenizer, prompt_messages("", "")))
+    longest_answer = max(len(ids) for ids in answer_suffixes(tokenizer, prompt_messages("", ""),
+                                                             protocol.SFT_ANSWERS))
     budget = (int(settings["max_length"]) - overhead - longest_answer) // 2
     if budget < 8:
         raise InputError(f"similarity.llm.max_length: {settings['max_length']} leaves no room for the narratives "
@@ -349,13 +320,14 @@ def _render_prompt(tokenizer, messages: list[dict]) -> list[int]:
     return list(ids["input_ids"])
 
 
-def answer_suffixes(tokenizer, messages: list[dict]) -> list[list[int]]:
+def answer_suffixes(tokenizer, messages: list[dict],
+                    answers: Sequence[str] = protocol.ZEROSHOT_ANSWERS) -> list[list[int]]:
     """Token ids of each allowed answer as the chat template renders it after the prompt (answer plus
     end-of-turn): exactly the completion tokens SFT trains on. Requires the rendered prompt to be a
     prefix of prompt+answer (checked)."""
     prompt = _render_prompt(tokenizer, messages)
     suffixes = []
-    for answer in ANSWERS:
+    for answer in answers:
         full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}],
                                              tokenize=True, return_dict=True)["input_ids"]
         full = list(full)
@@ -363,13 +335,14 @@ def answer_suffixes(tokenizer, messages: list[dict]) -> list[list[int]]:
             raise ValueError("the chat template renders the prompt differently once an answer follows; "
                              "the answers cannot be scored as continuations")
         suffixes.append(full[len(prompt):])
-    if len({tuple(s) for s in suffixes}) != len(ANSWERS):
+    if len({tuple(s) for s in suffixes}) != len(answers):
         raise ValueError("two allowed answers tokenise identically")
     return suffixes
 
 
 def llm_examples(pairs: pd.DataFrame, tokenizer, settings: dict, both_orders: bool = True) -> list[dict]:
-    """Prompt/completion conversations for trl (completion-only loss), both story orders."""
+    """Prompt/completion conversations for trl (completion-only loss), both story orders, as
+    sft_llama3.py builds them (concat_reverse=True); the completion is str(float(gold))."""
     budget = narrative_budget(tokenizer, settings)
     examples = []
     for row in pairs.itertuples(index=False):
@@ -379,7 +352,7 @@ def llm_examples(pairs: pd.DataFrame, tokenizer, settings: dict, both_orders: bo
         for first, second in orders:
             examples.append({
                 "prompt": prompt_messages(first, second),
-                "completion": [{"role": "assistant", "content": answer_label(row.gold)}],
+                "completion": [{"role": "assistant", "content": protocol.sft_completion(row.gold)}],
             })
     return examples
 
@@ -555,8 +528,10 @@ def _tree_mask(rest_lengths: list[int], length: int, shared: int, branches: list
 
 
 def answer_logprobs(model, tokenizer, prompts: list[list[int]], suffixes: list[list[int]],
-                    batch_size: int = 8, progress: bool = True) -> np.ndarray:
-    """Log-probability of each answer continuation after each prompt: an (n_prompts, n_answers) array.
+                    batch_size: int = 8, progress: bool = True, per_token: bool = False):
+    """Log-probability of each answer continuation after each prompt: an (n_prompts, n_answers) array;
+    with per_token=True also each token's (n_prompts, n_answers, longest answer), zero-padded, which
+    similarity_protocol.guided_choice walks.
 
     The prefix every prompt shares (the instruction) is run once and its KV cache reused. Each
     batch then takes one forward pass over the prompts' remainders (left-padded, explicit positions)
@@ -587,6 +562,7 @@ def answer_logprobs(model, tokenizer, prompts: list[list[int]], suffixes: list[l
     # Longest prompts first: batches of similar length waste little on padding.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     result = np.zeros((len(prompts), len(suffixes)))
+    tokens = np.zeros((len(prompts), len(suffixes), max(len(s) for s in suffixes)))
     batches = range(0, len(order), batch_size)
     for start in tqdm(batches, desc="scoring answers", disable=not progress, mininterval=10):
         index = order[start:start + batch_size]
@@ -608,11 +584,11 @@ def answer_logprobs(model, tokenizer, prompts: list[list[int]], suffixes: list[l
             # logits[:, 0]: after the prompt; logits[:, 1 + offset + k]: after branch token k
             logprobs = torch.log_softmax(out.logits.float(), dim=-1).cpu()
         for j, suffix in enumerate(suffixes):
-            score = logprobs[:, 0, suffix[0]].clone()
+            tokens[index, j, 0] = logprobs[:, 0, suffix[0]].numpy()
             for k in range(1, len(suffix)):
-                score += logprobs[:, 1 + offsets[owner[j]] + k - 1, suffix[k]]
-            result[index, j] = score.numpy()
-    return result
+                tokens[index, j, k] = logprobs[:, 1 + offsets[owner[j]] + k - 1, suffix[k]].numpy()
+            result[index, j] = tokens[index, j, :len(suffix)].sum(axis=1)
+    return (result, tokens) if per_token else result
 
 
 def answer_distribution(logprobs: np.ndarray) -> np.ndarray:
@@ -622,42 +598,75 @@ def answer_distribution(logprobs: np.ndarray) -> np.ndarray:
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def llm_predictions(model_path, adapter_path, test: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict]:
-    """Expected score and most likely answer under the model's distribution over the seven answers."""
+def llm_predictions(model_path, adapter_path, test: pd.DataFrame, settings: dict,
+                    method: str = "llm_zeroshot") -> tuple[pd.DataFrame, dict]:
+    """The paper's scoring of one LLM method (docs/fidelity.md), plus the expected score as an extra.
+
+    llm_zeroshot: guided choice over the seven answers at temperature 0 (llm_eval_openllm.py), in
+    both story orders, averaged. llm_sft: greedy decoding of the (A, B) prompt and the number parsed
+    from the answer (eval_llama3.ipynb). Extra for both (`predicted_expected`): the expected score under
+    the model's distribution over the answers, from one forward pass (averaged over the same orders)."""
+    from . import similarity_decoding
+
     dtype = scoring_dtype(settings.get("score_dtype", "auto"))
     model, tokenizer = load_causal_lm(model_path, adapter_path, settings.get("quantization", "none"),
                                       str(dtype).replace("torch.", ""))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     budget = narrative_budget(tokenizer, settings)
-    suffixes = scored_suffixes(answer_suffixes(tokenizer, prompt_messages("", "")))
-    prompts = [
-        _render_prompt(tokenizer, prompt_messages(truncate_tokens(tokenizer, a, budget),
-                                                  truncate_tokens(tokenizer, b, budget)))
-        for a, b in zip(test.text_a, test.text_b)
-    ]
-    logger.info("scoring %d answers for %d pairs (prompt tokens: median %d, max %d; narrative budget %d)",
-                len(ANSWERS), len(prompts), int(np.median([len(p) for p in prompts])),
-                max(len(p) for p in prompts), budget)
-    logprobs = answer_logprobs(model, tokenizer, prompts, suffixes, int(settings.get("score_batch_size", 8)))
-    probs = answer_distribution(logprobs)
-    frame = pd.DataFrame({
-        "pair_id": test.pair_id.to_numpy(),
-        "gold": test.gold.to_numpy(),
-        "predicted": probs @ ANSWER_VALUES,
-        "predicted_argmax": ANSWER_VALUES[probs.argmax(axis=1)],
-    })
-    for j, answer in enumerate(ANSWERS):
-        frame[f"p_{answer}"] = probs[:, j]
-    details = {
-        "scoring": "distribution over the 7 answers from the model's log-probabilities of each answer "
-                   "continuation (answer + end of turn); predicted = expected score, predicted_argmax = "
-                   "most likely answer",
-        "narrative_tokens": budget,
-        "score_dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        "mass_on_answers_median": float(np.median(np.exp(logprobs).sum(axis=1))),
-        "adapter": str(adapter_path) if adapter_path else None,
-    }
+    answers = method_answers(method)
+    values = np.array([float(answer) for answer in answers])
+    suffixes = scored_suffixes(answer_suffixes(tokenizer, prompt_messages("", ""), answers))
+    short = {text: truncate_tokens(tokenizer, text, budget) for text in set(test.text_a) | set(test.text_b)}
+    orders = [(test.text_a, test.text_b)] + ([(test.text_b, test.text_a)] if method == "llm_zeroshot" else [])
+    batch_size = int(settings.get("score_batch_size", 8))
+    chosen, expected, probs_by_order = [], [], []
+    prompts_by_order = []
+    for first, second in orders:
+        prompts = [_render_prompt(tokenizer, prompt_messages(short[a], short[b])) for a, b in zip(first, second)]
+        prompts_by_order.append(prompts)
+        logprobs, per_token = answer_logprobs(model, tokenizer, prompts, suffixes, batch_size, per_token=True)
+        probs = answer_distribution(logprobs)
+        if not probs_by_order:
+            mass_median = float(np.median(np.exp(logprobs).sum(axis=1)))
+        probs_by_order.append(probs)
+        expected.append(probs @ values)
+        chosen.append(values[protocol.guided_choice(per_token, suffixes)])
+    lengths = [len(p) for p in prompts_by_order[0]]
+    logger.info("%s: %d pairs x %d order(s) (prompt tokens: median %d, max %d; narrative budget %d)", method,
+                len(test), len(orders), int(np.median(lengths)), max(lengths), budget)
+    frame = pd.DataFrame({"pair_id": test.pair_id.to_numpy(), "gold": test.gold.to_numpy()})
+    details: dict = {"narrative_tokens": budget, "answers": list(answers),
+                     "score_dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                     "mass_on_answers_median": mass_median, "adapter": str(adapter_path) if adapter_path else None}
+    if method == "llm_zeroshot":
+        frame["predicted"] = protocol.both_orders_mean(chosen[0], chosen[1])
+        frame["predicted_ab"], frame["predicted_ba"] = chosen[0], chosen[1]
+        frame["predicted_expected"] = protocol.both_orders_mean(expected[0], expected[1])
+        details["scoring"] = ("paper: guided choice over the answers at temperature 0 (greedy walk of their "
+                              "token tree), story orders (A, B) and (B, A) averaged")
+    else:
+        max_new = settings.get("max_new_tokens")
+        responses = similarity_decoding.greedy_responses(
+            model, tokenizer, prompts_by_order[0], batch_size=batch_size,
+            max_new_tokens=int(max_new) if max_new else None,
+            max_length=protocol.AUTHORS_GENERATION_MAX_LENGTH)
+        parsed = [protocol.parse_score(response) for response in responses]
+        how = pd.Series([way for _, way in parsed])
+        # An answer with no number at all (the authors' float() would raise) scores the scale's midpoint.
+        frame["predicted"] = [score if score is not None else protocol.POSITIVE_ABOVE for score, _ in parsed]
+        frame["response"] = responses
+        frame["predicted_expected"] = expected[0]
+        details["scoring"] = ("paper: greedy decoding of the (A, B) prompt, the number parsed from the answer "
+                              "(last line, before any special token)")
+        details["parsing"] = {way: int((how == way).sum()) for way in ("authors", "first_number", "unparsed")}
+        details["max_new_tokens"] = int(max_new) if max_new else None
+    details["extra_scorings"] = {
+        "predicted_expected": "expected score under the model's distribution over the answers (their "
+                              "log-probabilities renormalised)" + ("; story orders averaged" if len(orders) > 1 else "")
+                              + "; not the paper's"}
+    for j, answer in enumerate(answers):
+        frame[f"p_{answer}"] = np.mean([probs[:, j] for probs in probs_by_order], axis=0)
     return frame, details
 
 
@@ -672,7 +681,7 @@ def predict(method: str, test: pd.DataFrame, train: pd.DataFrame, model_path, se
     if method in LLM_METHODS:
         if method == "llm_sft" and adapter_path is None:
             raise InputError("llm_sft needs the trained adapter (results/similarity/llm_sft/adapter)")
-        return llm_predictions(model_path, adapter_path if method == "llm_sft" else None, test, settings)
+        return llm_predictions(model_path, adapter_path if method == "llm_sft" else None, test, settings, method)
     raise InputError(f"similarity method {method!r} is not one of {', '.join(ENCODER_METHODS + LLM_METHODS)}")
 
 

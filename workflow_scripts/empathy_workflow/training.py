@@ -132,7 +132,10 @@ def load_base_model(model_dir: str | os.PathLike, settings: dict | None = None, 
     if quantization is not None:
         kwargs.update(quantization_config=quantization, device_map={"": 0}, dtype=_half_dtype())
     elif cuda_available():
-        kwargs.update(dtype=_half_dtype() if not for_training else torch.float32, device_map={"": 0})
+        # Training keeps fp32 weights under autocast unless the config names a dtype (the similarity
+        # authors trained LoRA on bf16 weights: --torch_dtype bfloat16).
+        train_dtype = getattr(torch, settings["torch_dtype"]) if settings.get("torch_dtype") else torch.float32
+        kwargs.update(dtype=_half_dtype() if not for_training else train_dtype, device_map={"": 0})
     else:
         kwargs.update(dtype=torch.float32)
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
@@ -148,8 +151,9 @@ def lora_config(lora: dict):
     from peft import LoraConfig
 
     targets = lora["target_modules"]
+    # None: PEFT's default modules for the architecture (q_proj, v_proj for Llama), as trl's --use_peft
     return LoraConfig(r=int(lora["r"]), lora_alpha=float(lora["alpha"]), lora_dropout=float(lora["dropout"]),
-                      target_modules=targets if targets == "all-linear" else list(targets),
+                      target_modules=targets if targets in ("all-linear", None) else list(targets),
                       bias="none", task_type="CAUSAL_LM")
 
 
