@@ -91,6 +91,8 @@ EMPO_MODELS = TRAINED_MODELS + list(GENERATION_VARIANTS)
 def one_of(names):
     """A wildcard constraint matching exactly these names (run names may hold dots)."""
     return "|".join(re.escape(name) for name in names)
+
+
 AGREEMENT_DATASETS = ["urdu_stories"] + sorted(config["agreement"]["datasets"])
 SIMILARITY_METHODS = config["similarity"]["methods"]
 SIMILARITY_TEST_SETS = config["similarity"]["test_sets"]
