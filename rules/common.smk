@@ -1,5 +1,6 @@
 import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 sys.path.insert(0, str(SCRIPTS))
 
 from empathy_workflow.config import ConfigError, resolve_path, validate_config
+from empathy_workflow.preference_runs import resolve_runs
 
 try:
     validate_config(config, REPO / "schemas" / "config.schema.yaml", REPO)
@@ -32,8 +34,9 @@ except ConfigError as error:
 
 
 wildcard_constraints:
-    model=r"[A-Za-z0-9_-]+",
-    run=r"[A-Za-z0-9_-]+",
+    # dots: grid runs are named after their values (dpo_beta0.052)
+    model=r"[A-Za-z0-9_.-]+",
+    run=r"[A-Za-z0-9_.-]+",
     split=r"train|valid|test",
     dataset=r"[A-Za-z0-9_-]+",
 
@@ -76,11 +79,23 @@ def model_dir(name):
     return f"results/models/{name}"
 
 
-PREFERENCE_RUNS = list(config["empo"]["preference"]["runs"])
+# {run: full settings}: empo.preference.defaults updated by each run's keys, grids expanded
+PREFERENCE_SETTINGS = resolve_runs(config["empo"]["preference"])
+PREFERENCE_RUNS = list(PREFERENCE_SETTINGS)
+# extra generation runs of a model (e.g. the length-controlled baseline): {name: {model, ...}}
+GENERATION_VARIANTS = config["empo"]["generation"].get("variants") or {}
+TRAINED_MODELS = ["base", "sft"] + PREFERENCE_RUNS
+EMPO_MODELS = TRAINED_MODELS + list(GENERATION_VARIANTS)
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (run names may hold dots)."""
+    return "|".join(re.escape(name) for name in names)
 # The LLM judge's endpoint settings, when empo.human_eval.llm_judge names one (off by default).
 LLM_JUDGE = (config["empo"].get("human_eval") or {}).get("llm_judge")
 LLM_JUDGE_TARGETS = ["results/empo/human_eval/llm_judge_ratings.csv"] if LLM_JUDGE else []
-EMPO_MODELS = ["base", "sft"] + PREFERENCE_RUNS
+
+
 AGREEMENT_DATASETS = ["urdu_stories"] + sorted(config["agreement"]["datasets"])
 SIMILARITY_METHODS = config["similarity"]["methods"]
 SIMILARITY_TEST_SETS = config["similarity"]["test_sets"]
@@ -219,11 +234,34 @@ def emotion_mapping_source():
     return resolve_path(name, REPO)
 
 
+def trained_model(name):
+    """The trained model a MODEL name generates with: itself, or a generation variant's model."""
+    return GENERATION_VARIANTS[name]["model"] if name in GENERATION_VARIANTS else name
+
+
 def empo_adapter(wildcards):
-    """The adapter a model name stands for: none for base, the SFT one, or a preference run's."""
-    if wildcards.model == "base":
+    """The adapter a model name stands for: none for base, the SFT one, or a preference run's
+    (each a complete PEFT folder: base + SFT (+ run) for AutoPeftModelForCausalLM)."""
+    model = trained_model(wildcards.model)
+    if model == "base":
         return {}
-    return {"adapter": f"results/empo/models/{wildcards.model}"}
+    return {"adapter": f"results/empo/models/{model}"}
+
+
+def generation_settings(wildcards):
+    """empo.generation with a variant's max_new_tokens (variants themselves left out)."""
+    settings = {
+        k: v for k, v in config["empo"]["generation"].items() if k != "variants"
+    }
+    variant = GENERATION_VARIANTS.get(wildcards.model, {})
+    if "max_new_tokens" in variant:
+        settings["max_new_tokens"] = variant["max_new_tokens"]
+    return settings
+
+
+def generation_system_prompt(wildcards):
+    variant = GENERATION_VARIANTS.get(wildcards.model, {})
+    return variant.get("system_prompt", config["empo"]["system_prompts"]["generation"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ rule empo_pairs:
         "../envs/data.yaml"
     params:
         settings=config["empo"]["pairs"],
-        system_prompt=config["empo"]["system_prompt"],
+        system_prompt=config["empo"]["system_prompts"]["preference"],
         seed=SEED,
         code=code_version("preference"),
     script:
@@ -65,7 +65,7 @@ rule empo_sft:
         settings=config["empo"]["sft"],
         # only the key SFT reads (its conversation subset): other pair settings must not retrain it
         pairs={"max_conversations": config["empo"]["pairs"]["max_conversations"]},
-        system_prompt=config["empo"]["system_prompt"],
+        system_prompt=config["empo"]["system_prompts"]["sft"],
         checkpoints="results/checkpoints/empo/sft",
         seed=SEED,
         code=code_version("preference", "training", "plots"),
@@ -92,13 +92,15 @@ rule empo_preference:
     benchmark:
         "results/benchmarks/empo/preference_{run}.tsv"
     wildcard_constraints:
-        run="|".join(PREFERENCE_RUNS),
+        run=one_of(PREFERENCE_RUNS),
     priority: 1  # long and on the critical path: start it first
     conda:
         "../envs/training.yaml"
     threads: 1
     params:
-        settings=lambda wildcards: config["empo"]["preference"]["runs"][wildcards.run],
+        settings=lambda wildcards: PREFERENCE_SETTINGS[wildcards.run],
+        # the SFT's base weights (4-bit or not) for the policy and its reference
+        quantization=config["empo"]["sft"]["quantization"],
         checkpoints=lambda wildcards: f"results/checkpoints/empo/{wildcards.run}",
         seed=SEED,
         code=code_version("preference", "training", "plots"),
@@ -118,13 +120,15 @@ rule empo_generate:
     benchmark:
         "results/benchmarks/empo/generate_{model}.tsv"
     wildcard_constraints:
-        model="|".join(EMPO_MODELS),
+        model=one_of(EMPO_MODELS),
     conda:
         "../envs/training.yaml"
     threads: 1
     params:
-        settings=config["empo"]["generation"],
-        system_prompt=config["empo"]["system_prompt"],
+        settings=generation_settings,
+        system_prompt=generation_system_prompt,
+        # the same base weights as training (4-bit when the SFT was quantized)
+        quantization=config["empo"]["sft"]["quantization"],
         seed=SEED,
         code=code_version("preference", "training", "generation", "plots"),
     script:

@@ -84,7 +84,7 @@ rule empo_evaluate:
     benchmark:
         "results/benchmarks/evaluation/evaluate_{model}.tsv"
     wildcard_constraints:
-        model="|".join(EMPO_MODELS),
+        model=one_of(EMPO_MODELS),
     conda:
         "../envs/evaluation.yaml"
     threads: 1
@@ -138,7 +138,7 @@ rule empo_lm_eval:
     benchmark:
         "results/benchmarks/evaluation/lm_eval_{model}.tsv"
     wildcard_constraints:
-        model="|".join(EMPO_MODELS),
+        model=one_of(TRAINED_MODELS),
     conda:
         "../envs/evaluation.yaml"
     threads: 1
@@ -159,13 +159,14 @@ rule empo_lm_eval:
 rule empo_metrics:
     input:
         text="results/empo/eval/{model}/text_metrics.json",
-        lm_eval="results/empo/eval/{model}/lm_eval.json",
+        # a generation variant has its model's general ability
+        lm_eval=lambda wildcards: f"results/empo/eval/{trained_model(wildcards.model)}/lm_eval.json",
     output:
         metrics="results/empo/eval/{model}/metrics.json",
     log:
         "results/logs/evaluation/metrics_{model}.log",
     wildcard_constraints:
-        model="|".join(EMPO_MODELS),
+        model=one_of(EMPO_MODELS),
     conda:
         "../envs/evaluation.yaml"
     params:

@@ -20,6 +20,7 @@ records = generation.run(
     settings=snakemake.params.settings,
     system_prompt=snakemake.params.system_prompt,
     seed=int(snakemake.params.seed),
+    quantization=snakemake.params.quantization,
 )
 write_jsonl(snakemake.output.generations, records)
 logger.info("wrote %d generations of %s to %s", len(records), snakemake.wildcards.model,

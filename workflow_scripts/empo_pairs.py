@@ -22,6 +22,8 @@ pairs, stats = preference.build_pairs(
     max_conversations=(settings.get("max_conversations") or {}).get(split),
     length_percentile=settings.get("length_percentile"),
     token_length=preference.tokenizer_lengths(tokenizer),
+    length_measure=settings.get("length_measure", "reply"),
+    conversation_length=preference.chat_lengths(tokenizer),
     split=split,
 )
 if not pairs:

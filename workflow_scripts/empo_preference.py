@@ -1,4 +1,5 @@
-"""Rule empo_preference: one preference-optimisation run (trl DPOTrainer, LoRA) on base+SFT."""
+"""Rule empo_preference: one preference-optimisation run (trl DPOTrainer) that keeps training the
+SFT adapter against the SFT model as reference."""
 
 from empathy_workflow import io, runtime, training
 
@@ -15,5 +16,6 @@ summary = training.train_preference(
     curves_csv=snakemake.output.curves,
     curves_png=snakemake.output.plot,
     checkpoints=snakemake.params.checkpoints,
+    quantization=snakemake.params.quantization,
 )
 logger.info("preference run %s done: %s", snakemake.wildcards.run, summary)

@@ -136,9 +136,49 @@ def reference_errors(config: dict) -> list[str]:
     return messages
 
 
+def preference_run_errors(config: dict, schema_path: str | os.PathLike) -> list[str]:
+    """Each resolved preference run (defaults + the run's keys, grids expanded) against the
+    schema's preference_run; keys that now come from empo.sft; a run on other base weights."""
+    from .preference_runs import resolve_runs, run_problems
+
+    empo = config.get("empo", {})
+    preference = empo.get("preference", {})
+    messages = run_problems(preference)
+    if messages:
+        return messages
+    try:
+        runs = resolve_runs(preference)
+    except ValueError as error:
+        return [str(error)]
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    run_schema = dict(schema["$defs"]["preference_run"], **{"$defs": schema["$defs"]})
+    validator = Draft202012Validator(run_schema)
+    sft_quantization = empo.get("sft", {}).get("quantization", "none")
+    for name, settings in runs.items():
+        for error in sorted(validator.iter_errors(settings), key=lambda e: list(map(str, e.absolute_path))):
+            key = _dotted(["empo", "preference", "runs", name, *error.absolute_path])
+            message = error.message.replace("Unevaluated properties are not allowed", "unknown key(s)")
+            messages.append(f"config key {key}: {message} (resolved from empo.preference.defaults and the run)")
+        if settings.get("quantization", sft_quantization) != sft_quantization:
+            messages.append(f"config key empo.preference.runs.{name}.quantization: {settings['quantization']!r} "
+                            f"differs from empo.sft.quantization {sft_quantization!r}; the preference stage "
+                            f"trains the SFT adapter on the same base weights")
+    variants = empo.get("generation", {}).get("variants") or {}
+    models = {"base", "sft", *runs}
+    for name, variant in variants.items():
+        if name in runs:
+            messages.append(f"config key empo.generation.variants.{name}: a preference run has this name")
+        if variant.get("model") not in models:
+            messages.append(f"config key empo.generation.variants.{name}.model: {variant.get('model')!r} is not "
+                            f"base, sft or a preference run ({', '.join(sorted(runs))})")
+    return messages
+
+
 def validate_config(config: dict, schema_path: str | os.PathLike, base_dir: str | os.PathLike) -> None:
     """Raise ConfigError listing every problem; the schema first, since later checks assume its shape."""
     messages = schema_errors(config, schema_path)
+    if not messages:
+        messages = preference_run_errors(config, schema_path)
     if not messages:
         messages = file_errors(config, base_dir) + reference_errors(config)
     if messages:

@@ -47,14 +47,17 @@ def load_test_prompts(path: str | os.PathLike, system_prompt: str | None = None,
 # Model
 
 
-def load_model(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None = None):
-    """The policy (fp32 on CPU) with the adapter when given, in eval mode."""
+def load_model(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None = None,
+               quantization: str = "none"):
+    """The policy with the adapter when given, in eval mode, on the base weights training used
+    (4-bit when quantization says so; else fp32 on CPU, bf16/fp16 on a GPU)."""
     import torch
 
     from .training import load_policy
 
-    # base, SFT, or a preference run (its SFT adapter merged first); LoRA merged for speed.
-    model, tokenizer = load_policy(model_dir, adapter_dir)
+    # base, SFT or a preference run: each adapter folder is complete over the base (what
+    # AutoPeftModelForCausalLM.from_pretrained builds); merged for speed unless 4-bit.
+    model, tokenizer = load_policy(model_dir, adapter_dir, settings={"quantization": quantization})
     if torch.cuda.is_available() and next(model.parameters()).device.type != "cuda":
         model = model.to("cuda")
     model.eval()
@@ -145,12 +148,12 @@ def generate_one_at_a_time(model, tokenizer, prompts: Sequence[Messages], settin
 
 
 def run(test_path: str | os.PathLike, model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None,
-        settings: dict, system_prompt: str | None, seed: int) -> list[dict]:
+        settings: dict, system_prompt: str | None, seed: int, quantization: str = "none") -> list[dict]:
     """Records for results/empo/generations/MODEL.jsonl: conv_id, prompt, reference, generation."""
     examples = load_test_prompts(test_path, system_prompt, settings.get("max_examples"), seed)
     if adapter_dir is not None and not Path(adapter_dir).is_dir():
         raise InputError(f"{adapter_dir}: adapter directory does not exist")
-    model, tokenizer = load_model(model_dir, adapter_dir)
+    model, tokenizer = load_model(model_dir, adapter_dir, quantization)
     started = time.perf_counter()
     generations = generate(model, tokenizer, [example["prompt"] for example in examples], settings, seed=seed)
     elapsed = time.perf_counter() - started

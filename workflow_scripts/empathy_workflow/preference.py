@@ -242,12 +242,19 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
                 system_prompt: str | None = None, max_conversations: int | None = None,
                 length_percentile: float | None = None,
                 token_length: Callable[[list[str]], list[int]] | None = None,
+                length_measure: str = "reply",
+                conversation_length: Callable[[list[list[dict]]], list[int]] | None = None,
                 split: str = "") -> tuple[list[dict], dict]:
     """Emotion-grounded preference pairs for one split; returns (pairs, stats).
 
     - usable conversations: those with a listener reply to a speaker turn (trailing speaker turns
       are dropped, see the module docstring);
-    - length filter (optional): replies (last listener turns) longer than the `length_percentile`
+    - length filter (optional), `length_measure` "prompt_reply" (the EmPO DPO code's,
+      src/dpo_ps.py): after pairing, the threshold is the larger of the `length_percentile`
+      percentiles of prompt+chosen and prompt+rejected token lengths (`conversation_length` of
+      the chat messages, system message included), and pairs whose prompt+chosen is longer are
+      dropped (all three pairs of such a prompt); see filter_pairs_by_length;
+    - length filter (optional), `length_measure` "reply": replies (last listener turns) longer than the `length_percentile`
       of all usable replies of the split, in tokens of `token_length` (else whitespace words), are
       removed before pairing, both as chosen and as rejected candidates, so every kept prompt still
       gets `rejected_per_prompt` rejected replies;
@@ -280,8 +287,12 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
         unit = "words"
     length_of = {record["conv_id"]: length for record, length in zip(usable, lengths)}
 
+    if length_measure not in ("reply", "prompt_reply"):
+        raise InputError(f"empo.pairs.length_measure: {length_measure!r} is not one of reply, prompt_reply")
+    if length_measure == "prompt_reply" and length_percentile is not None and conversation_length is None:
+        raise ValueError("length_measure prompt_reply needs conversation_length (a tokenizer)")
     threshold = None
-    if length_percentile is not None and usable:
+    if length_percentile is not None and usable and length_measure == "reply":
         threshold = length_threshold(lengths, length_percentile)
         kept = [record for record in usable if length_of[record["conv_id"]] <= threshold]
         dropped_long = len(usable) - len(kept)
@@ -337,6 +348,12 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
         logger.warning("%s: %d prompt(s) left out: their mapped emotion has fewer than %d other conversations "
                        "in this split", split or "pairs", short, rejected_per_prompt)
 
+    length_filter = {"percentile": length_percentile, "measure": length_measure, "threshold": threshold,
+                     "unit": unit, "conversations_dropped": dropped_long}
+    if length_measure == "prompt_reply" and length_percentile is not None and pairs:
+        pairs, length_filter = filter_pairs_by_length(pairs, length_percentile, conversation_length)
+        pair_counts = Counter(f"{pair['emotion']}->{pair['rejected_emotion']}" for pair in pairs)
+        uses = Counter(pair["rejected_conv_id"] for pair in pairs)
     chosen_lengths = [length_of[conv_id] for conv_id in dict.fromkeys(pair["conv_id"] for pair in pairs)]
     rejected_lengths = [length_of[pair["rejected_conv_id"]] for pair in pairs]
     use_counts = list(uses.values())
@@ -345,11 +362,10 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
         "conversations": len(records),
         "conversations_without_listener_reply": no_listener,
         "conversations_trimmed_trailing_speaker": int(trimmed),
-        "length_filter": {"percentile": length_percentile, "threshold": threshold, "unit": unit,
-                          "conversations_dropped": dropped_long},
+        "length_filter": length_filter,
         "prompts_selected": len(prompts),
         "prompts_without_enough_rejected": short,
-        "prompts": len(prompts) - short,
+        "prompts": len(dict.fromkeys(pair["conv_id"] for pair in pairs)),
         "pairs": len(pairs),
         "rejected_per_prompt": rejected_per_prompt,
         "pairs_per_emotion_pair": dict(sorted(pair_counts.items())),
@@ -359,6 +375,31 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
         "seed": seed,
     }
     return pairs, stats
+
+
+def filter_pairs_by_length(pairs: Sequence[dict], percentile: float,
+                           conversation_length: Callable[[list[list[dict]]], list[int]]) -> tuple[list[dict], dict]:
+    """The EmPO DPO length filter (src/dpo_ps.py): threshold = max(pNN of prompt+chosen, pNN of
+    prompt+rejected) in tokens of the rendered conversation (system message included); a pair is
+    kept when its prompt+chosen fits. A prompt's pairs share prompt+chosen, so a prompt keeps all
+    its pairs or none. Returns (kept pairs, filter stats)."""
+    chosen = conversation_length([list(pair["prompt"]) + list(pair["chosen"]) for pair in pairs])
+    rejected = conversation_length([list(pair["prompt"]) + list(pair["rejected"]) for pair in pairs])
+    threshold = max(length_threshold(chosen, percentile), length_threshold(rejected, percentile))
+    kept = [pair for pair, length in zip(pairs, chosen) if length <= threshold]
+    return kept, {"percentile": percentile, "measure": "prompt_reply", "threshold": threshold, "unit": "tokens",
+                  "pairs_dropped": len(pairs) - len(kept),
+                  "prompt_chosen_p95": length_threshold(chosen, 95), "prompt_rejected_p95": length_threshold(rejected, 95)}
+
+
+def chat_lengths(tokenizer) -> Callable[[list[list[dict]]], list[int]]:
+    """Token counts of chat conversations rendered with the tokenizer's chat template (as the
+    EmPO code measured prompt+reply: template text, then the tokenizer)."""
+    def lengths(conversations: list[list[dict]]) -> list[int]:
+        texts = [tokenizer.apply_chat_template(messages, tokenize=False) for messages in conversations]
+        return tokenizer_lengths(tokenizer)(texts)
+
+    return lengths
 
 
 def tokenizer_lengths(tokenizer) -> Callable[[list[str]], list[int]]:

@@ -10,12 +10,14 @@ Design choices (see also benchmarks/empo.md):
   message's character span by rendering growing prefixes (the template must be prefix-preserving:
   checked), and mark the tokens starting inside those spans, end-of-turn token included (so the
   model learns to stop). The trainer gets `input_ids` + `assistant_masks` and builds the labels.
-- Preference stage on top of SFT: the base model is loaded, the SFT adapter merged into it
-  (merge_and_unload) and a *new* LoRA adapter trained on the merged model; with the adapter
-  disabled the model is exactly base+SFT, which trl uses as the reference policy (no second
-  copy of the weights). The preference adapter therefore only makes sense on base+SFT: its
-  folder stores a copy of the SFT adapter (`merge_first/sft`) and `empo_adapter.json` says so.
-  `load_policy(model_dir, adapter_dir)` rebuilds any of base / sft / a preference run.
+- Preference stage on top of SFT, as the EmPO code did it (src/dpo_ps.py): the SFT adapter is
+  loaded trainable on the base and trained further, against the SFT model as the frozen
+  reference. trl 1.16 makes the reference adapter itself: given a PeftModel and no peft_config,
+  DPOTrainer copies the "default" adapter (here: SFT) into a frozen adapter "ref" and computes
+  the reference log-probs with it. Policy and reference share the same base weights (4-bit when
+  empo.sft.quantization says so). Only the trained adapter is saved, so a run's folder is a
+  complete PEFT adapter over the base model: AutoPeftModelForCausalLM.from_pretrained(folder)
+  gives base + SFT + the run.
 - Too-long conversations lose their *earliest* turns (never the reply being trained on), so
   `max_length` truncation in trl never cuts a chosen/rejected reply or the final listener turn.
 - Resumable: checkpoints go to a directory outside the rule's outputs (params.checkpoints); a
@@ -43,7 +45,6 @@ from .preference import conversation_messages
 logger = logging.getLogger(__name__)
 
 ADAPTER_INFO = "empo_adapter.json"
-MERGE_DIR = "merge_first"
 FINGERPRINT = "run_fingerprint.json"
 
 
@@ -166,9 +167,10 @@ def load_policy(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | N
                 settings: dict | None = None, merge: bool = True):
     """(model, tokenizer) for base (adapter_dir None), SFT or a preference run, in eval mode.
 
-    Adapters listed under `merge_first` in the adapter's empo_adapter.json (the SFT adapter of a
-    preference run) are merged into the base first, then the adapter itself is applied; with
-    `merge` (default) it is merged too, for faster generation. `settings` may ask for 4-bit."""
+    Every adapter folder is a complete adapter over the base (a preference run continues the SFT
+    adapter), so this is what AutoPeftModelForCausalLM.from_pretrained(adapter_dir) builds, on the
+    base weights `settings` ask for (quantization: 4bit as in training). With `merge` (default)
+    the LoRA is merged for faster generation, except into 4-bit weights (merging there rounds)."""
     from peft import PeftModel
 
     tokenizer = load_tokenizer(model_dir)
@@ -177,10 +179,8 @@ def load_policy(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | N
         adapter_dir = Path(adapter_dir)
         if not (adapter_dir / "adapter_config.json").exists():
             raise InputError(f"{adapter_dir}: not a PEFT adapter folder (no adapter_config.json)")
-        for name in adapter_info(adapter_dir).get("merge_first", []):
-            model = PeftModel.from_pretrained(model, str(adapter_dir / MERGE_DIR / name)).merge_and_unload()
         model = PeftModel.from_pretrained(model, str(adapter_dir))
-        if merge:
+        if merge and quantization_config(settings or {}) is None:
             model = model.merge_and_unload()
     model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
@@ -269,6 +269,8 @@ def common_arguments(settings: dict, output_dir: str, seed: int) -> dict:
         max_steps=max_steps,
         warmup_steps=float(settings.get("warmup_ratio", 0.0)),  # a float in [0, 1) is a ratio
         lr_scheduler_type=settings.get("lr_scheduler_type", "linear"),
+        max_grad_norm=float(settings.get("max_grad_norm", 1.0)),  # transformers' default: 1.0
+        optim=settings.get("optim", "adamw_torch"),
         save_strategy="steps",
         save_steps=int(settings.get("save_steps", 500)),
         save_total_limit=2,
@@ -404,28 +406,26 @@ def _sort_target_modules(config_path: Path) -> None:
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def save_adapter(model, adapter_dir: str | os.PathLike, info: dict, merge_first: dict | None = None) -> None:
-    """Write a PEFT adapter (no embeddings/lm_head) to a temporary folder, then move it into place."""
+def save_adapter(model, adapter_dir: str | os.PathLike, info: dict) -> None:
+    """Write the trained PEFT adapter ("default"; not trl's frozen "ref" copy, no embeddings or
+    lm_head) to a temporary folder, then move it into place."""
     adapter_dir = Path(adapter_dir)
     tmp = adapter_dir.parent / f".{adapter_dir.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), save_embedding_layers=False)
+    model.save_pretrained(str(tmp), save_embedding_layers=False, selected_adapters=["default"])
     _sort_target_modules(tmp / "adapter_config.json")
-    for name, source in (merge_first or {}).items():
-        shutil.copytree(source, tmp / MERGE_DIR / name)
-    info = dict(info, merge_first=sorted(merge_first or {}))
     (tmp / ADAPTER_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     if adapter_dir.exists():
         shutil.rmtree(adapter_dir)
     os.replace(tmp, adapter_dir)
 
 
-def _finish(trainer, adapter_dir, curves_csv, curves_png, checkpoints, info, title, merge_first=None):
+def _finish(trainer, adapter_dir, curves_csv, curves_png, checkpoints, info, title):
     frame = curves_frame(trainer.state.log_history)
     write_csv(curves_csv, frame)
     plot_curves(frame, curves_png, title)
-    save_adapter(trainer.model, adapter_dir, info, merge_first)
+    save_adapter(trainer.model, adapter_dir, info)
     shutil.rmtree(checkpoints, ignore_errors=True)  # done: a later run must not resume a finished one
 
 
@@ -472,14 +472,41 @@ def train_sft(*, model_dir: str, train_records: Sequence[dict], valid_records: S
     return summary
 
 
-def train_preference(*, model_dir: str, sft_adapter: str, train_pairs: Sequence[dict],
-                     valid_pairs: Sequence[dict], settings: dict, seed: int, run: str, adapter_dir: str,
-                     curves_csv: str, curves_png: str, checkpoints: str) -> dict:
-    """A new LoRA adapter trained with trl's DPOTrainer on base+SFT (merged); returns a summary."""
-    from datasets import Dataset
+def load_sft_for_preference(model_dir: str | os.PathLike, sft_adapter: str | os.PathLike, settings: dict,
+                             quantization: str = "none", key: str = "empo.preference"):
+    """Base (the SFT's weights: 4-bit or not) with the SFT adapter loaded trainable as "default"."""
     from peft import PeftModel
+
+    base_settings = dict(settings, quantization=quantization)
+    model = load_base_model(model_dir, base_settings, for_training=True, key=key)
+    return PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
+
+
+def preference_trainer(model, tokenizer, settings: dict, train: list[dict], valid: list[dict] | None,
+                       output_dir: str, seed: int):
+    """trl's DPOTrainer on a PeftModel without peft_config: it keeps training the loaded adapter
+    and makes the frozen reference adapter "ref" from a copy of it."""
+    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    loss_type = settings["loss_type"]
+    args = DPOConfig(**common_arguments(settings, output_dir, seed), max_length=int(settings["max_length"]),
+                     loss_type=loss_type if isinstance(loss_type, list) else [loss_type],
+                     beta=float(settings["beta"]), label_smoothing=float(settings.get("label_smoothing", 0.0)),
+                     eval_strategy="no", dataset_num_proc=None)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
+                         eval_dataset=Dataset.from_list(valid) if valid else None, processing_class=tokenizer,
+                         callbacks=[resume_callback()])
+    if "ref" not in trainer.model.peft_config:
+        raise RuntimeError("trl did not create the reference adapter 'ref'; the reference would be the base model")
+    return trainer
+
+
+def train_preference(*, model_dir: str, sft_adapter: str, train_pairs: Sequence[dict],
+                     valid_pairs: Sequence[dict], settings: dict, seed: int, run: str, adapter_dir: str,
+                     curves_csv: str, curves_png: str, checkpoints: str, quantization: str = "none") -> dict:
+    """The SFT adapter trained further with trl's DPOTrainer against the SFT model (reference
+    adapter); returns a summary. The saved adapter is base + SFT + this run."""
     tokenizer = load_tokenizer(model_dir)
     max_length = int(settings["max_length"])
     train = preference_examples(train_pairs, tokenizer, max_length)
@@ -487,21 +514,13 @@ def train_preference(*, model_dir: str, sft_adapter: str, train_pairs: Sequence[
     valid = preference_examples(valid_pairs, tokenizer, max_length) if valid_pairs else None
     logger.info("preference run %s (%s, beta %s): %d training and %d validation pairs", run,
                 settings["loss_type"], settings["beta"], len(train), len(valid or []))
-    run_fingerprint = fingerprint("preference", run, settings, seed, train, _model_stamp(model_dir),
+    run_fingerprint = fingerprint("preference", run, settings, quantization, seed, train, _model_stamp(model_dir),
                                   _model_stamp(sft_adapter))
     resume = prepare_checkpoints(checkpoints, run_fingerprint)
-    model = load_base_model(model_dir, settings, for_training=True, key=f"empo.preference.runs.{run}")
-    model = PeftModel.from_pretrained(model, sft_adapter).merge_and_unload()  # the reference policy
+    model = load_sft_for_preference(model_dir, sft_adapter, settings, quantization,
+                                    key=f"empo.preference.runs.{run}")
     model.config.pad_token_id = tokenizer.pad_token_id
-    loss_type = settings["loss_type"]
-    args = DPOConfig(**common_arguments(settings, checkpoints, seed), max_length=max_length,
-                     loss_type=loss_type if isinstance(loss_type, list) else [loss_type],
-                     beta=float(settings["beta"]), label_smoothing=float(settings.get("label_smoothing", 0.0)),
-                     eval_strategy="no", dataset_num_proc=None)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
-                         eval_dataset=Dataset.from_list(valid) if valid else None,
-                         processing_class=tokenizer, peft_config=lora_config(settings["lora"]),
-                         callbacks=[resume_callback()])
+    trainer = preference_trainer(model, tokenizer, settings, train, valid, checkpoints, seed)
     trainer.train(resume_from_checkpoint=resume)
     summary = {"global_step": trainer.state.global_step, "resumed_from": resume, "train_pairs": len(train)}
     if valid:
@@ -510,10 +529,9 @@ def train_preference(*, model_dir: str, sft_adapter: str, train_pairs: Sequence[
                         if key in ("eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")})
         logger.info("validation: %s", summary)
     info = {"stage": "preference", "run": run, "base_model": str(model_dir), "settings": settings, "seed": seed,
-            "global_step": trainer.state.global_step,
-            "note": "apply to the base model after merging merge_first/sft (load_policy does this)"}
-    _finish(trainer, adapter_dir, curves_csv, curves_png, checkpoints, info, f"preference: {run}",
-            merge_first={"sft": sft_adapter})
+            "quantization": quantization, "continues": str(sft_adapter), "reference": "the SFT adapter (frozen copy)",
+            "global_step": trainer.state.global_step}
+    _finish(trainer, adapter_dir, curves_csv, curves_png, checkpoints, info, f"preference: {run}")
     return summary
 
 

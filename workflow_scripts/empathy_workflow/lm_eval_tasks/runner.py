@@ -10,10 +10,12 @@ local JSON lines written from results/data/mmlu/questions.csv. So the local scor
 
 Full-scale configs name lm-eval's stock tasks (`mmlu`, `leaderboard`); they are passed through.
 
-Adapters go through lm-eval's HF model `peft=` argument. A preference run's adapter was trained
-on base+SFT merged (training.py: its folder holds the SFT adapter under merge_first/ and says so
-in empo_adapter.json), so for it the job first writes base+SFT merged into its scratch directory
-and gives that as `pretrained`, with the preference adapter as `peft`.
+Adapters go through lm-eval's HF model `peft=` argument, as the EmPO authors ran it
+(`pretrained=BASE,peft=ADAPTER`): every adapter folder is complete over the base (a preference
+run continues the SFT adapter, training.py), so `pretrained` is always the base model.
+
+Few-shot: `num_fewshot` applies to every task, as the authors ran lm-eval (mmlu and leaderboard
+with --num_fewshot 5; README.md of justtherightsize/empo).
 """
 
 from __future__ import annotations
@@ -43,11 +45,6 @@ PRIMARY_METRICS = ("acc", "acc_norm", "exact_match", "prompt_level_strict_acc", 
 
 def local_task_name(subject: str) -> str:
     return f"{LOCAL_GROUP}_{subject}"
-
-
-def uses_mmlu_shots(task: str) -> bool:
-    """MMLU tasks get the configured few-shot count; other tasks (leaderboard) keep their own."""
-    return task == "mmlu" or task.startswith("mmlu_")
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,30 +145,6 @@ def write_local_tasks(questions: pd.DataFrame, subjects: Sequence[str], task_dir
 # The model and the simple_evaluate calls
 
 
-def adapter_merge_first(adapter_dir: str | os.PathLike | None) -> list[str]:
-    """Adapters (under ADAPTER/merge_first/) that training merged into the base before this one."""
-    if adapter_dir is None:
-        return []
-    from ..training import adapter_info
-
-    return list(adapter_info(adapter_dir).get("merge_first", []))
-
-
-def write_merged_base(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike, target: str | os.PathLike) -> str:
-    """Base with the adapter's merge_first adapters merged in, saved as a plain model at `target`
-    (the `pretrained` that the preference adapter sits on)."""
-    from peft import PeftModel
-
-    from ..training import MERGE_DIR, load_base_model, load_tokenizer
-
-    model = load_base_model(model_dir)
-    for name in adapter_merge_first(adapter_dir):
-        model = PeftModel.from_pretrained(model, str(Path(adapter_dir) / MERGE_DIR / name)).merge_and_unload()
-    model.save_pretrained(str(target))
-    load_tokenizer(model_dir).save_pretrained(str(target))
-    return str(target)
-
-
 def model_arguments(pretrained: str, adapter_dir: str | os.PathLike | None, settings: dict) -> dict:
     """Arguments of lm-eval's HF model ("hf"): fp32 on CPU, bf16 on a GPU; the adapter as `peft`."""
     import torch
@@ -186,16 +159,12 @@ def model_arguments(pretrained: str, adapter_dir: str | os.PathLike | None, sett
 
 
 def evaluate_calls(settings: dict, task_names: Sequence[str], seed: int) -> list[dict]:
-    """Keyword arguments of each simple_evaluate call: one per few-shot setting (MMLU tasks get
-    `num_fewshot` from config; the others keep their own, as the Open LLM Leaderboard runs them)."""
-    limit = settings.get("limit")
-    groups: dict[int | None, list[str]] = {}
-    for task in task_names:
-        groups.setdefault(int(settings.get("num_fewshot", 5)) if uses_mmlu_shots(task) else None, []).append(task)
-    return [{"tasks": tasks, "num_fewshot": shots, "limit": limit, "log_samples": False,
+    """Keyword arguments of the simple_evaluate call: every task with `num_fewshot` shots (the
+    authors' `--num_fewshot 5` for mmlu and leaderboard alike)."""
+    return [{"tasks": list(task_names), "num_fewshot": int(settings.get("num_fewshot", 5)),
+             "limit": settings.get("limit"), "log_samples": False,
              "bootstrap_iters": 1000, "random_seed": seed, "numpy_random_seed": seed,
-             "torch_random_seed": seed, "fewshot_random_seed": seed}
-            for shots, tasks in groups.items()]
+             "torch_random_seed": seed, "fewshot_random_seed": seed}]
 
 
 @contextlib.contextmanager
@@ -203,7 +172,7 @@ def prepared(settings: dict, questions_path: str | os.PathLike | None, model_dir
              adapter_dir: str | os.PathLike | None, seed: int, scratch: str | os.PathLike | None = None) -> Iterator[dict]:
     """Everything lm-eval needs, built in a scratch directory that lives as long as the block:
     {"task_manager": TaskManager, "model": "hf", "model_args": {...}, "calls": [...], "config": {...}}.
-    Cheap (no weights are loaded) unless a merged base has to be written."""
+    Cheap: no weights are loaded."""
     from lm_eval.tasks import TaskManager
 
     requested = list(settings.get("tasks") or [])
@@ -238,23 +207,17 @@ def prepared(settings: dict, questions_path: str | os.PathLike | None, model_dir
         if unknown:
             raise InputError(f"config key {KEY}.tasks: unknown lm-eval task(s) {', '.join(map(repr, unknown))} "
                              f"(use {LOCAL_GROUP!r} for the shipped MMLU CSVs, or a stock task such as 'mmlu')")
-        merge_first = adapter_merge_first(adapter_dir)
-        pretrained = str(model_dir)
-        if merge_first:
-            logger.info("adapter %s sits on base + %s: writing that merged base for lm-eval", adapter_dir,
-                        ", ".join(merge_first))
-            pretrained = write_merged_base(model_dir, adapter_dir, scratch / "merged_base")
         yield {
             "task_manager": manager,
             "model": "hf",
-            "model_args": model_arguments(pretrained, adapter_dir, settings),
+            "model_args": model_arguments(str(model_dir), adapter_dir, settings),
             "calls": evaluate_calls(settings, requested, seed),
             "requested": requested,
             # what the result file records (no scratch paths: same inputs, same bytes)
             "config": {"tasks": requested, "num_fewshot": num_fewshot, "limit": settings.get("limit"),
                        "subjects": subjects or None, "batch_size": int(settings.get("batch_size", 8)),
                        "model": str(model_dir), "peft": str(adapter_dir) if adapter_dir else None,
-                       "merged_into_base_first": merge_first, "seed": seed,
+                       "seed": seed,
                        "lm_eval_version": _lm_eval_version()},
         }
 
