@@ -114,6 +114,7 @@ rule empo_lm_eval:
             "plots",
             "lm_eval_tasks/__init__",
             "lm_eval_tasks/runner",
+            "lm_eval_tasks/leaderboard",
         ),
     script:
         "../workflow_scripts/empo_lm_eval.py"
