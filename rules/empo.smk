@@ -58,10 +58,13 @@ rule empo_sft:
     benchmark:
         "results/benchmarks/empo/sft.tsv"
     priority: 1  # long and on the critical path: start it first
+    resources:
+        gpu=GPU_PER_JOB,
     conda:
         "../envs/training.yaml"
     threads: 1
     params:
+        device=config["device"],
         settings=config["empo"]["sft"],
         # only the key SFT reads (its conversation subset): other pair settings must not retrain it
         pairs={"max_conversations": config["empo"]["pairs"]["max_conversations"]},
@@ -94,10 +97,13 @@ rule empo_preference:
     wildcard_constraints:
         run="|".join(PREFERENCE_RUNS),
     priority: 1  # long and on the critical path: start it first
+    resources:
+        gpu=GPU_PER_JOB,
     conda:
         "../envs/training.yaml"
     threads: 1
     params:
+        device=config["device"],
         settings=lambda wildcards: config["empo"]["preference"]["runs"][wildcards.run],
         checkpoints=lambda wildcards: f"results/checkpoints/empo/{wildcards.run}",
         seed=SEED,
@@ -119,10 +125,13 @@ rule empo_generate:
         "results/benchmarks/empo/generate_{model}.tsv"
     wildcard_constraints:
         model="|".join(EMPO_MODELS),
+    resources:
+        gpu=GPU_PER_JOB,
     conda:
         "../envs/training.yaml"
     threads: 1
     params:
+        device=config["device"],
         settings=config["empo"]["generation"],
         system_prompt=config["empo"]["system_prompt"],
         seed=SEED,

@@ -18,10 +18,13 @@ if EPITOME_WEIGHTS:
             "results/benchmarks/evaluation/epitome_{mechanism}.tsv"
         wildcard_constraints:
             mechanism="er|ip|ex",
+        resources:
+            gpu=GPU_PER_JOB,
         conda:
             "../envs/evaluation.yaml"
         threads: 1
         params:
+            device=config["device"],
             settings=config["empo"]["evaluation"]["epitome"],
             seed=SEED,
             code=code_version("evaluation"),
@@ -45,10 +48,13 @@ else:
         benchmark:
             "results/benchmarks/evaluation/epitome.tsv"
         priority: 1  # long and on the critical path: start it first
+        resources:
+            gpu=GPU_PER_JOB,
         conda:
             "../envs/evaluation.yaml"
         threads: 1
         params:
+            device=config["device"],
             settings=config["empo"]["evaluation"]["epitome"],
             seed=SEED,
             code=code_version("evaluation"),
@@ -73,10 +79,13 @@ rule empo_evaluate:
         "results/benchmarks/evaluation/evaluate_{model}.tsv"
     wildcard_constraints:
         model="|".join(EMPO_MODELS),
+    resources:
+        gpu=GPU_PER_JOB,
     conda:
         "../envs/evaluation.yaml"
     threads: 1
     params:
+        device=config["device"],
         # the sections text metrics read (not lm_eval: its settings must not rescore the texts)
         settings={
             k: config["empo"]["evaluation"][k]
@@ -94,6 +103,10 @@ rule empo_lm_eval:
         unpack(empo_adapter),
         model=model_dir(config["empo"]["sft"]["model"]),
         mmlu="results/data/mmlu/questions.csv",
+        # stock tasks' data, fetched by download_lm_eval_task (the job itself runs offline)
+        task_data=expand(
+            f"{DOWNLOAD_CACHE}/manifests/lm_eval/{{task}}.json", task=STOCK_LM_EVAL_TASKS
+        ),
     output:
         results="results/empo/eval/{model}/lm_eval.json",
     log:
@@ -102,10 +115,13 @@ rule empo_lm_eval:
         "results/benchmarks/evaluation/lm_eval_{model}.tsv"
     wildcard_constraints:
         model="|".join(EMPO_MODELS),
+    resources:
+        gpu=GPU_PER_JOB,
     conda:
         "../envs/evaluation.yaml"
     threads: 1
     params:
+        device=config["device"],
         settings=config["empo"]["evaluation"]["lm_eval"],
         seed=SEED,
         code=code_version(

@@ -14,10 +14,13 @@ rule similarity_train_contrastive:
         "results/logs/similarity/train_contrastive.log",
     benchmark:
         "results/benchmarks/similarity/train_contrastive.tsv"
+    resources:
+        gpu=GPU_PER_JOB,
     conda:
         "../envs/training.yaml"
     threads: 1
     params:
+        device=config["device"],
         settings=config["similarity"]["contrastive"],
         text=config["similarity"]["text"],
         seed=SEED,
@@ -37,10 +40,13 @@ rule similarity_train_llm:
     benchmark:
         "results/benchmarks/similarity/train_llm.tsv"
     priority: 1  # long and on the critical path: start it first
+    resources:
+        gpu=GPU_PER_JOB,
     conda:
         "../envs/training.yaml"
     threads: 1
     params:
+        device=config["device"],
         settings=config["similarity"]["llm"],
         text=config["similarity"]["text"],
         checkpoints="results/checkpoints/similarity/llm_sft",
@@ -72,10 +78,13 @@ rule similarity_predict:
     wildcard_constraints:
         method="zeroshot|contrastive|llm_zeroshot|llm_sft",
         testset="empathic_stories_test|urdu_stories",
+    resources:
+        gpu=GPU_PER_JOB,
     conda:
         "../envs/training.yaml"
     threads: 1
     params:
+        device=config["device"],
         settings=similarity_settings,
         seed=SEED,
         code=code_version("similarity", "training", "preference", "metrics", "plots"),
