@@ -120,6 +120,9 @@ def start(snakemake, name: str | None = None) -> logging.Logger:
     # The hash seed is fixed per process at start-up (rules/common.smk sets it for every job).
     logger.info("rule %s: %d thread(s), seed %s, hash seed %s", snakemake.rule, threads, seed,
                 os.environ.get("PYTHONHASHSEED", "random"))
+    # rules/common.smk turns them on for every job; only the download rules turn them off
+    logger.info("hub offline switches: %s", " ".join(f"{name}={os.environ.get(name, '(unset)')}" for name in
+                                                     ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")))
 
     def log_uncaught(kind, value, traceback):
         # An error leaves the rule's log file with the full story, not just Snakemake's stderr.
