@@ -6,6 +6,7 @@ configfile: f"{workflow.basedir}/config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/downloads.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/agreement.smk"

@@ -26,11 +26,22 @@ sys.path.insert(0, str(SCRIPTS))
 
 from empathy_workflow.config import ConfigError, resolve_path, validate_config
 from empathy_workflow.preference_runs import resolve_runs
+from empathy_workflow.downloads import is_remote, offline_environment
 
 try:
     validate_config(config, REPO / "schemas" / "config.schema.yaml", REPO)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+
+# Downloads happen only in rules/downloads.smk (localrules, on the machine Snakemake runs on),
+# into this cache; every job runs with the hub's offline switches on and reads the cache (the
+# download rules switch them off for themselves).
+DOWNLOAD_CACHE = config["download_cache"]
+os.environ.update(offline_environment(DOWNLOAD_CACHE))
+
+# GPU rules declare `gpu` (sbatch --gpus on Slurm; with `--resources gpu=K` on a workstation, at
+# most K at once, each on its own GPU: empathy_workflow/gpu_slots.py). device: cpu asks for none.
+GPU_PER_JOB = 0 if config["device"] == "cpu" else 1
 
 
 wildcard_constraints:
@@ -90,10 +101,52 @@ EMPO_MODELS = TRAINED_MODELS + list(GENERATION_VARIANTS)
 
 def one_of(names):
     """A wildcard constraint matching exactly these names (run names may hold dots)."""
-    return "|".join(re.escape(name) for name in names)
+    return "|".join(re.escape(name) for name in names) if names else "(?!)"
+
+
 # The LLM judge's endpoint settings, when empo.human_eval.llm_judge names one (off by default).
 LLM_JUDGE = (config["empo"].get("human_eval") or {}).get("llm_judge")
-LLM_JUDGE_TARGETS = ["results/empo/human_eval/llm_judge_ratings.csv"] if LLM_JUDGE else []
+LLM_JUDGE_TARGETS = (
+    ["results/empo/human_eval/llm_judge_ratings.csv"] if LLM_JUDGE else []
+)
+
+
+# What the download rules fetch: hub models, datasets with a URL or hf: source, lm-eval stock tasks.
+HUB_MODELS = sorted(
+    name
+    for name, entry in config["models"].items()
+    if not entry["source"].startswith("package:")
+)
+STOCK_LM_EVAL_TASKS = [
+    task
+    for task in config["empo"]["evaluation"]["lm_eval"]["tasks"]
+    if task != "mmlu_local"
+]
+
+
+def remote_sources(dataset):
+    return {
+        key: value
+        for key, value in config["datasets"][dataset].items()
+        if is_remote(value)
+    }
+
+
+REMOTE_DATASETS = sorted(name for name in config["datasets"] if remote_sources(name))
+
+
+def model_snapshot(wildcards):
+    """A hub model's downloaded snapshot (prepare_model links it into results/models)."""
+    if wildcards.model in HUB_MODELS:
+        return {"snapshot": f"{DOWNLOAD_CACHE}/models/{wildcards.model}"}
+    return {}
+
+
+def dataset_download(dataset):
+    """The download manifest of a dataset with remote sources (empty for local ones)."""
+    if dataset in REMOTE_DATASETS:
+        return [f"{DOWNLOAD_CACHE}/manifests/datasets/{dataset}.json"]
+    return []
 
 
 AGREEMENT_DATASETS = ["urdu_stories"] + sorted(config["agreement"]["datasets"])

@@ -4,6 +4,7 @@ rule prepare_empathic_stories:
         local_inputs(
             *(dataset_path("empathic_stories", s) for s in ("train", "dev", "test"))
         ),
+        downloaded=dataset_download("empathic_stories"),
     output:
         train="results/data/empathic_stories/train.csv",
         dev="results/data/empathic_stories/dev.csv",
@@ -29,6 +30,7 @@ rule prepare_urdu_stories:
         local_inputs(
             *(dataset_path("urdu_stories", k) for k in ("annotations", "stories"))
         ),
+        downloaded=dataset_download("urdu_stories"),
     output:
         pairs="results/data/urdu_stories/pairs.csv",
         ratings="results/data/urdu_stories/ratings.csv",
@@ -51,6 +53,7 @@ rule prepare_empathetic_dialogues:
                 for s in ("train", "valid", "test")
             )
         ),
+        downloaded=dataset_download("empathetic_dialogues"),
     output:
         train="results/data/empathetic_dialogues/train.jsonl",
         valid="results/data/empathetic_dialogues/valid.jsonl",
@@ -75,6 +78,7 @@ rule prepare_empathetic_dialogues:
 rule prepare_epitome:
     input:
         local_inputs(*(dataset_path("epitome", k) for k in EPITOME_KEYS)),
+        downloaded=dataset_download("epitome"),
     output:
         table="results/data/epitome/epitome.csv",
     log:
@@ -91,6 +95,7 @@ rule prepare_epitome:
 rule prepare_mmlu:
     input:
         local_inputs(dataset_path("mmlu", "dir")),
+        downloaded=dataset_download("mmlu"),
     output:
         table="results/data/mmlu/questions.csv",
     log:
@@ -109,6 +114,7 @@ rule prepare_mmlu:
 rule prepare_lexicons:
     input:
         local_inputs(*(dataset_path("lexicons", k) for k in ("vad", "intensity"))),
+        downloaded=dataset_download("lexicons"),
     output:
         vad="results/data/lexicons/vad.csv",
         intensity="results/data/lexicons/intensity.csv",

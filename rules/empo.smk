@@ -61,7 +61,10 @@ rule empo_sft:
     conda:
         "../envs/training.yaml"
     threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
     params:
+        device=config["device"],
         settings=config["empo"]["sft"],
         # only the key SFT reads (its conversation subset): other pair settings must not retrain it
         pairs={"max_conversations": config["empo"]["pairs"]["max_conversations"]},
@@ -97,7 +100,10 @@ rule empo_preference:
     conda:
         "../envs/training.yaml"
     threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
     params:
+        device=config["device"],
         settings=lambda wildcards: PREFERENCE_SETTINGS[wildcards.run],
         # the SFT's base weights (4-bit or not) for the policy and its reference
         quantization=config["empo"]["sft"]["quantization"],
@@ -124,7 +130,10 @@ rule empo_generate:
     conda:
         "../envs/training.yaml"
     threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
     params:
+        device=config["device"],
         settings=generation_settings,
         system_prompt=generation_system_prompt,
         # the same base weights as training (4-bit when the SFT was quantized)

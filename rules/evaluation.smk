@@ -21,10 +21,12 @@ if EPITOME_WEIGHTS:
         conda:
             "../envs/evaluation.yaml"
         threads: 1
+        resources:
+            gpu=GPU_PER_JOB,
         params:
+            device=config["device"],
             settings=config["empo"]["evaluation"]["epitome"],
             seed=SEED,
-            device=config["device"],
             code=code_version(
                 "evaluation",
                 "epitome_features",
@@ -54,10 +56,12 @@ else:
         conda:
             "../envs/evaluation.yaml"
         threads: 1
+        resources:
+            gpu=GPU_PER_JOB,
         params:
+            device=config["device"],
             settings=config["empo"]["evaluation"]["epitome"],
             seed=SEED,
-            device=config["device"],
             code=code_version(
                 "evaluation",
                 "epitome_features",
@@ -88,7 +92,10 @@ rule empo_evaluate:
     conda:
         "../envs/evaluation.yaml"
     threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
     params:
+        device=config["device"],
         # the sections text metrics read (not lm_eval: its settings must not rescore the texts)
         settings={
             k: config["empo"]["evaluation"][k]
@@ -96,7 +103,6 @@ rule empo_evaluate:
         },
         bertscore_source=bertscore_source(),
         seed=SEED,
-        device=config["device"],
         code=code_version("evaluation", "epitome_features", "epitome_biencoder"),
     script:
         "../workflow_scripts/empo_evaluate.py"
@@ -131,6 +137,11 @@ rule empo_lm_eval:
         unpack(empo_adapter),
         model=model_dir(config["empo"]["sft"]["model"]),
         mmlu="results/data/mmlu/questions.csv",
+        # stock tasks' data, fetched by download_lm_eval_task (the job itself runs offline)
+        task_data=expand(
+            f"{DOWNLOAD_CACHE}/manifests/lm_eval/{{task}}.json",
+            task=STOCK_LM_EVAL_TASKS,
+        ),
     output:
         results="results/empo/eval/{model}/lm_eval.json",
     log:
@@ -142,7 +153,10 @@ rule empo_lm_eval:
     conda:
         "../envs/evaluation.yaml"
     threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
     params:
+        device=config["device"],
         settings=config["empo"]["evaluation"]["lm_eval"],
         seed=SEED,
         code=code_version(
@@ -151,6 +165,7 @@ rule empo_lm_eval:
             "plots",
             "lm_eval_tasks/__init__",
             "lm_eval_tasks/runner",
+            "lm_eval_tasks/leaderboard",
         ),
     script:
         "../workflow_scripts/empo_lm_eval.py"

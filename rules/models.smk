@@ -3,6 +3,8 @@
 
 
 rule prepare_model:
+    input:
+        unpack(model_snapshot),
     output:
         directory("results/models/{model}"),
     log:

@@ -18,7 +18,10 @@ rule similarity_train_contrastive:
     conda:
         "../envs/training.yaml"
     threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
     params:
+        device=config["device"],
         settings=config["similarity"]["contrastive"],
         text=config["similarity"]["text"],
         seed=SEED,
@@ -49,7 +52,10 @@ rule similarity_train_llm:
     conda:
         "../envs/training.yaml"
     threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
     params:
+        device=config["device"],
         settings=config["similarity"]["llm"],
         text=config["similarity"]["text"],
         checkpoints="results/checkpoints/similarity/llm_sft",
@@ -92,7 +98,10 @@ rule similarity_predict:
     conda:
         "../envs/training.yaml"
     threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
     params:
+        device=config["device"],
         settings=similarity_settings,
         seed=SEED,
         code=code_version(

@@ -37,31 +37,38 @@ SLURM_TARGETS = [
     "results/data/mmlu/questions.csv",
     "results/data/lexicons/vad.csv",
     "results/models/encoder",
+    # a GPU rule (issue 13, item 9): submitted with --gpus=1 to the node's stand-in GPU
+    "results/similarity/zeroshot/urdu_stories/metrics.json",
 ]
+# The rules that declare a GPU (resources: gpu=GPU_PER_JOB in rules/*.smk; 1 unless device: cpu).
+GPU_RULES = {"empo_sft", "empo_preference", "empo_generate", "empo_lm_eval", "similarity_train_llm",
+             "similarity_train_contrastive", "similarity_predict", "epitome_classifier", "empo_evaluate"}
 # Files whose content legitimately differs between two runs.
 VOLATILE = ("results/logs/", "results/benchmarks/")
 TIMINGS: dict[str, float] = {}
 
 
-def test_profile_requests_gpus_only_for_gpu_rules_and_grows_with_attempts():
+def test_profile_sizes_gpu_rules_and_grows_with_attempts():
+    """The GPU itself is declared by the rules (tests/test_gpu_placement.py); the profile gives
+    the GPU rules their CPU cores per GPU and more memory and time on each retry."""
     profile = yaml.safe_load(PROFILE.read_text())
     assert profile["executor"] == "slurm"
-    gpu_rules = {"empo_sft", "empo_preference", "empo_generate", "empo_lm_eval", "similarity_train_llm",
-                 "similarity_train_contrastive", "similarity_predict", "epitome_classifier"}
     assert "gpu" not in profile["default-resources"]
     # A default cpus_per_task would override cpus_per_gpu on GPU rules (plugin 2.8.0).
     assert "cpus_per_task" not in profile["default-resources"]
-    requested = {rule for rule, res in profile["set-resources"].items() if res.get("gpu")}
-    assert requested == gpu_rules
-    for rule in gpu_rules:
+    # a gpu here would override the rules' own request (0 under device: cpu)
+    assert not any("gpu" in res for res in profile["set-resources"].values())
+    sized = {rule for rule, res in profile["set-resources"].items() if res.get("cpus_per_gpu")}
+    assert sized == GPU_RULES
+    for rule in GPU_RULES:
         res = profile["set-resources"][rule]
-        assert res["gpu"] == 1 and res["cpus_per_gpu"] == profile["set-threads"][rule]
+        assert res["cpus_per_gpu"] == profile["set-threads"][rule]
         # Model rules get more memory and time on each retry.
         for key in ("mem_mb", "runtime"):
             first, second = (_evaluate(res[key], attempt) for attempt in (1, 2))
             assert second > first > 0, (rule, key)
     assert profile["retries"] >= 1
-    assert set(profile["set-threads"]) == gpu_rules
+    assert set(profile["set-threads"]) == GPU_RULES
 
 
 def test_profile_names_only_existing_rules(tmp_path):
@@ -91,11 +98,11 @@ def _test_profile(directory: Path) -> dict:
     profile["slurm-init-seconds-before-status-checks"] = 3  # short jobs: poll early
     profile["slurm-keep-successful-logs"] = True  # evidence, checked below
     profile["jobs"] = 4  # short jobs, mostly waiting for the status checks
-    # Thread counts as in the local reference run (2 cores at most): torch results depend on them.
-    profile["set-threads"] = {rule: min(int(t), 2) for rule, t in profile.get("set-threads", {}).items()}
+    # Thread counts as in the local reference run (the rules' own, 1): torch results depend on them.
+    profile["set-threads"] = {rule: 1 for rule in profile.get("set-threads", {})}
     for resources in profile.get("set-resources", {}).values():
         if "cpus_per_gpu" in resources:
-            resources["cpus_per_gpu"] = min(int(resources["cpus_per_gpu"]), 2)
+            resources["cpus_per_gpu"] = 1
     directory.mkdir(parents=True)
     (directory / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     return profile
@@ -181,9 +188,13 @@ def test_workflow_runs_as_slurm_jobs_and_matches_a_local_run(slurm_cluster, tmp_
         assert details["MinMemoryNode"] == f"{_expected(profile, rule, 'mem_mb')}M", (rule, details)
         minutes = _expected(profile, rule, "runtime")
         assert details["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00", (rule, details)
-        wants_gpu = bool(_expected(profile, rule, "gpu"))
-        assert ("gres:gpu:1" in details.get("TresPerJob", "")) == wants_gpu, (rule, details)
+        # GPU rules asked Slurm for the node's (stand-in) GPU, and only they did
+        asked_gpu = bool(re.search(r"gres[:/]gpu[:=]1\b", details.get("TresPerJob", "")))
+        assert asked_gpu == (rule in GPU_RULES), (rule, details)
     assert slurm_rules == local_rules
+    assert slurm_rules["similarity_predict"] == 1  # the GPU rule was submitted, and completed above
+    gpu_log = (cluster_dir / "results" / "logs" / "similarity" / "predict_zeroshot_urdu_stories.log").read_text()
+    assert "config device: auto, GPUs requested: 1" in gpu_log, gpu_log[-2000:]
 
     # Same bytes as the local run.
     local_files, cluster_files = _result_files(local), _result_files(cluster_dir)

@@ -4,5 +4,5 @@ from empathy_workflow import runtime
 from empathy_workflow.models import prepare_model
 
 logger = runtime.start(snakemake)
-details = prepare_model(snakemake.params.settings, snakemake.output[0])
+details = prepare_model(snakemake.params.settings, snakemake.output[0], snapshot=snakemake.input.get("snapshot"))
 logger.info("prepared %s: %s", snakemake.wildcards.model, details)

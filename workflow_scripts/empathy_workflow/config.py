@@ -111,11 +111,6 @@ def reference_errors(config: dict) -> list[str]:
     if "llm_api" in similarity.get("methods", []) and not similarity.get("llm_api"):
         messages.append("config key similarity.llm_api: similarity.methods lists llm_api but no endpoint is "
                         "configured (base_url, model, api_key_env; see configs/llm_api.yaml)")
-    empo = config.get("empo", {})
-    human_eval = empo.get("human_eval") or {}
-    if human_eval.get("llm_judge") and not human_eval.get("dimensions"):
-        messages.append("config key empo.human_eval.dimensions: the LLM judge (empo.human_eval.llm_judge) "
-                        "needs the rating dimensions")
     model("empo.sft.model", empo.get("sft", {}).get("model"))
     model("empo.evaluation.epitome.encoder", empo.get("evaluation", {}).get("epitome", {}).get("encoder"))
 

@@ -22,7 +22,9 @@ from .io import InputError, atomic_path, check_file, read_csv, require_numeric
 
 logger = logging.getLogger(__name__)
 
-DOWNLOAD_DIR = "results/downloads"
+# The config key download_cache, which rules/common.smk hands every job (a location, not a
+# setting of any result, so not a param that would rerun the rules).
+DOWNLOAD_DIR = os.environ.get("EMPATHY_DOWNLOAD_CACHE", "results/downloads")
 SCALE = (1.0, 4.0)  # similarity ratings (EmpathicStories, Urdu): 1-4 in 0.5 steps
 POSITIVE_THRESHOLD = 2.5  # label 1 means "similar": score > 2.5 (the papers' binarisation)
 
@@ -55,6 +57,10 @@ def fetch(source: str, download_dir: str | os.PathLike = DOWNLOAD_DIR) -> Path:
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     destination = Path(download_dir) / f"{digest}-{name}"
     if not destination.exists():
+        if os.environ.get("EMPATHY_OFFLINE") == "1":
+            # compute jobs never reach the network: the download_dataset rule fetches on the submit host
+            raise InputError(f"{source}: not in the download cache ({destination}); this job runs offline, and "
+                             f"the download_dataset rule (run by Snakemake where it starts) fetches it first")
         try:
             _download(source, destination)
         except OSError as error:  # URLError and HTTPError are OSErrors

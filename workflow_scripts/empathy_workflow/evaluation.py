@@ -572,10 +572,18 @@ def bertscore(candidates: Sequence[str], references: Sequence[str], model: str, 
     precision, recall, f1 = bert_score.score(
         list(candidates), list(references), model_type=model, num_layers=num_layers,
         rescale_with_baseline=rescale_with_baseline, baseline_path=baseline_path,
-        lang=lang if rescale_with_baseline else None, batch_size=batch_size, device="cpu", verbose=False)
-    return pd.DataFrame({"bertscore_precision": precision.numpy().astype(float),
-                         "bertscore_recall": recall.numpy().astype(float),
-                         "bertscore_f1": f1.numpy().astype(float)})
+        lang=lang if rescale_with_baseline else None, batch_size=batch_size, device=bertscore_device(),
+        verbose=False)
+    return pd.DataFrame({"bertscore_precision": precision.cpu().numpy().astype(float),
+                         "bertscore_recall": recall.cpu().numpy().astype(float),
+                         "bertscore_f1": f1.cpu().numpy().astype(float)})
+
+
+def bertscore_device() -> str:
+    """The job's GPU when it has one (runtime.place_job hides GPUs under device: cpu), else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ---------------------------------------------------------------------------------------------

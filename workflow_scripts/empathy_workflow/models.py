@@ -16,6 +16,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -104,8 +105,28 @@ def prepare_hub_model(repo_id: str, output: Path, revision: str | None = None) -
     return {"hub_id": repo_id, "revision": revision}
 
 
-def prepare_model(settings: dict, output: str | Path) -> dict:
-    """Make results/models/NAME from a config entry; writes provenance.json beside the weights."""
+def link_snapshot(snapshot: Path, output: Path) -> dict:
+    """A hub model the download_model rule fetched into the cache: hard links where the file
+    system allows (no second copy of 16 GB of weights), copies elsewhere."""
+    def link_or_copy(source, destination):
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+
+    shutil.copytree(snapshot, output, copy_function=link_or_copy, ignore=shutil.ignore_patterns(".cache"))
+    details = {}
+    provenance = snapshot / "provenance.json"
+    if provenance.exists():
+        details = json.loads(provenance.read_text())
+        (output / "provenance.json").unlink()
+    details["snapshot"] = str(snapshot)
+    return details
+
+
+def prepare_model(settings: dict, output: str | Path, snapshot: str | Path | None = None) -> dict:
+    """Make results/models/NAME from a config entry; writes provenance.json beside the weights.
+    A hub model comes from `snapshot`, the cache folder its download rule filled."""
     output = Path(output)
     if output.exists():
         shutil.rmtree(output)
@@ -126,6 +147,8 @@ def prepare_model(settings: dict, output: str | Path) -> dict:
             entry = PACKAGED_MODELS[distribution]
             details.update(model=entry["model"], licence=entry["licence"], package=distribution,
                            package_version=importlib.metadata.version(distribution))
+        elif snapshot is not None:
+            details = link_snapshot(Path(snapshot), staging)
         else:
             details = prepare_hub_model(source, staging, settings.get("revision"))
         details["source"] = source

@@ -71,10 +71,40 @@ def select_device(requested: str = "auto") -> str:
     return "cpu"
 
 
+def place_job(snakemake, logger: logging.Logger) -> str | None:
+    """Where a torch rule runs, decided before CUDA starts: None for rules without a `device`
+    param; else 'cuda' or 'cpu' (select_device). A job that declares `gpu` resources on a machine
+    whose GPUs no scheduler assigned (a workstation) claims its own GPU(s) (gpu_slots.py);
+    device: cpu hides every GPU, so the library's torch.cuda checks all say no."""
+    params = snakemake.params
+    device = params.get("device") if hasattr(params, "get") else None
+    if device is None:
+        return None
+    resources = snakemake.resources
+    wanted = int((resources.get("gpu") if hasattr(resources, "get") else 0) or 0)
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif wanted:
+        from . import gpu_slots
+
+        if not gpu_slots.assigned_by_scheduler():
+            gpu_slots.claim(wanted)
+    try:
+        chosen = select_device(device)
+    except DeviceError as error:
+        # Stop before any model is loaded: seconds, not a CPU run until the time limit.
+        raise DeviceError(f"rule {snakemake.rule}: {error}") from None
+    logger.info("device: %s (config device: %s, GPUs requested: %d, CUDA_VISIBLE_DEVICES=%s)", chosen, device,
+                wanted, os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))
+    return chosen
+
+
 def start(snakemake, name: str | None = None) -> logging.Logger:
-    """Common prologue of a rule script: logging to snakemake.log[0], threads, seed (params.seed)."""
+    """Common prologue of a rule script: logging to snakemake.log[0], the job's device
+    (params.device, see place_job), threads, seed (params.seed)."""
     log_path = snakemake.log[0] if len(snakemake.log) else None
     logger = setup_logging(log_path, name or f"rule.{snakemake.rule}")
+    place_job(snakemake, logger)
     threads = max(1, int(getattr(snakemake, "threads", 1) or 1))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -90,6 +120,9 @@ def start(snakemake, name: str | None = None) -> logging.Logger:
     # The hash seed is fixed per process at start-up (rules/common.smk sets it for every job).
     logger.info("rule %s: %d thread(s), seed %s, hash seed %s", snakemake.rule, threads, seed,
                 os.environ.get("PYTHONHASHSEED", "random"))
+    # rules/common.smk turns them on for every job; only the download rules turn them off
+    logger.info("hub offline switches: %s", " ".join(f"{name}={os.environ.get(name, '(unset)')}" for name in
+                                                     ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")))
 
     def log_uncaught(kind, value, traceback):
         # An error leaves the rule's log file with the full story, not just Snakemake's stderr.

@@ -32,6 +32,7 @@ import pandas as pd
 import yaml
 
 from ..io import InputError, read_csv, write_jsonl
+from . import leaderboard
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ KEY = "empo.evaluation.lm_eval"
 LOCAL_GROUP = "mmlu_local"
 LETTERS = ("A", "B", "C", "D")
 QUESTION_COLUMNS = ("subject", "split", "question", "A", "B", "C", "D", "answer")
-# The first of these a task reports is its score in "scores".
+# The first of these a task reports is its score in "scores", unless the task is one of the
+# Open LLM Leaderboard's: those are scored by their own metric (leaderboard.py).
 PRIMARY_METRICS = ("acc", "acc_norm", "exact_match", "prompt_level_strict_acc", "inst_level_strict_acc")
 
 
@@ -272,14 +274,24 @@ def summarise(output: dict, requested: Sequence[str], config: dict) -> dict:
     results = {}
     for task, entry in sorted(output["results"].items()):
         metrics = task_metrics(entry)
-        primary = next((name for name in PRIMARY_METRICS if metrics.get(name) is not None), None)
+        if task != leaderboard.GROUP and leaderboard.own_metric(task):
+            primary, score = leaderboard.task_score(task, metrics)
+        else:
+            primary = next((name for name in PRIMARY_METRICS if metrics.get(name) is not None), None)
+            score = metrics.get(primary) if primary else None
         samples = output.get("n-samples", {}).get(task)
         n = samples.get("effective") if samples else None
         if n is None:  # a group: the sum over its leaf tasks
             n = _group_size(task, output)
-        results[task] = dict(metrics, metric=primary, score=metrics.get(primary) if primary else None,
+        results[task] = dict(metrics, metric=primary, score=score,
                              stderr=metrics.get(f"{primary}_stderr") if primary else None, n=n,
                              num_fewshot=output.get("n-shot", {}).get(task))
+    # The leaderboard group's own number is no metric lm-eval reports: its normalised average.
+    normalised = leaderboard.normalised_average({task: entry["score"] for task, entry in results.items()})
+    if leaderboard.GROUP in results and normalised is not None:
+        results[leaderboard.GROUP].update(metric="open_llm_leaderboard_v2_normalised_average",
+                                          score=normalised["average"], stderr=None,
+                                          normalised=normalised)
     missing = [task for task in requested if task not in results or results[task]["score"] is None]
     if missing:
         raise RuntimeError(f"lm-eval gave no score for {', '.join(missing)}")

@@ -1,0 +1,58 @@
+# Every download of the workflow, in one place (empathy_workflow/downloads.py): hub models,
+# URL / hf: dataset sources and lm-eval's stock task data go into the cache named by the config
+# key download_cache. These rules are localrules: on a cluster they run on the submit host (which
+# has network); every other job runs with the hub's offline switches on (rules/common.smk).
+
+
+localrules:
+    download_model,
+    download_dataset,
+    download_lm_eval_task,
+
+
+rule download_model:
+    output:
+        snapshot=directory(f"{DOWNLOAD_CACHE}/models/{{model}}"),
+    log:
+        "results/logs/downloads/model_{model}.log",
+    wildcard_constraints:
+        model=one_of(HUB_MODELS),
+    conda:
+        "../envs/training.yaml"
+    params:
+        settings=lambda wildcards: config["models"][wildcards.model],
+        code=code_version("downloads", "models"),
+    script:
+        "../workflow_scripts/download_model.py"
+
+
+rule download_dataset:
+    output:
+        manifest=f"{DOWNLOAD_CACHE}/manifests/datasets/{{dataset}}.json",
+    log:
+        "results/logs/downloads/dataset_{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of(REMOTE_DATASETS),
+    conda:
+        "../envs/data.yaml"
+    params:
+        sources=lambda wildcards: remote_sources(wildcards.dataset),
+        cache=DOWNLOAD_CACHE,
+        code=code_version("downloads", "data"),
+    script:
+        "../workflow_scripts/download_dataset.py"
+
+
+rule download_lm_eval_task:
+    output:
+        manifest=f"{DOWNLOAD_CACHE}/manifests/lm_eval/{{task}}.json",
+    log:
+        "results/logs/downloads/lm_eval_{task}.log",
+    wildcard_constraints:
+        task=one_of(STOCK_LM_EVAL_TASKS),
+    conda:
+        "../envs/evaluation.yaml"
+    params:
+        code=code_version("downloads"),
+    script:
+        "../workflow_scripts/download_lm_eval_task.py"

@@ -1,0 +1,12 @@
+"""Rule download_dataset (a localrule): a dataset's URL and `hf:` sources into the download cache."""
+
+from empathy_workflow import downloads
+
+downloads.go_online()  # before any Hugging Face library is imported
+
+from empathy_workflow import runtime  # noqa: E402
+
+logger = runtime.start(snakemake)
+fetched = downloads.fetch_dataset(snakemake.wildcards.dataset, snakemake.params.sources,
+                                  snakemake.params.cache, snakemake.output.manifest)
+logger.info("dataset %s: %s", snakemake.wildcards.dataset, fetched)
