@@ -111,6 +111,7 @@ def reference_errors(config: dict) -> list[str]:
     if "llm_api" in similarity.get("methods", []) and not similarity.get("llm_api"):
         messages.append("config key similarity.llm_api: similarity.methods lists llm_api but no endpoint is "
                         "configured (base_url, model, api_key_env; see configs/llm_api.yaml)")
+    empo = config.get("empo", {})
     model("empo.sft.model", empo.get("sft", {}).get("model"))
     model("empo.evaluation.epitome.encoder", empo.get("evaluation", {}).get("epitome", {}).get("encoder"))
 
