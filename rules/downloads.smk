@@ -1,4 +1,6 @@
 # Every download of the workflow, in one place (empathy_workflow/downloads.py): hub models,
+# The three download rules share empathy_workflow/downloads.py (hub snapshots, datasets, lm-eval task
+# data): they run in the evaluation env, which holds huggingface_hub, datasets and lm-eval alike.
 # URL / hf: dataset sources and lm-eval's stock task data go into the cache named by the config
 # key download_cache. These rules are localrules: on a cluster they run on the submit host (which
 # has network); every other job runs with the hub's offline switches on (rules/common.smk).
@@ -18,7 +20,7 @@ rule download_model:
     wildcard_constraints:
         model=one_of(HUB_MODELS),
     conda:
-        "../envs/training.yaml"
+        "../envs/evaluation.yaml"
     params:
         settings=lambda wildcards: config["models"][wildcards.model],
         code=code_version("downloads", "models"),
@@ -34,7 +36,7 @@ rule download_dataset:
     wildcard_constraints:
         dataset=one_of(REMOTE_DATASETS),
     conda:
-        "../envs/data.yaml"
+        "../envs/evaluation.yaml"
     params:
         sources=lambda wildcards: remote_sources(wildcards.dataset),
         cache=DOWNLOAD_CACHE,

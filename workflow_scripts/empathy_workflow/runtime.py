@@ -57,15 +57,17 @@ def select_device(requested: str = "auto") -> str:
         raise DeviceError(f"device: expected auto, cuda or cpu, got {requested!r}")
     if requested == "cpu":
         return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
+    try:
+        import torch
+    except ImportError:  # an environment without torch (data, analysis) has no GPU to use
+        torch = None
+    if torch is not None and torch.cuda.is_available():
         return "cuda"
     if requested == "cuda":
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)")
+        build = f"torch {torch.__version__}, CUDA build: {torch.version.cuda}" if torch else "torch not installed"
         raise DeviceError(
-            "device: cuda, but torch finds no usable CUDA GPU in this job "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}, "
+            f"device: cuda, but torch finds no usable CUDA GPU in this job ({build}, "
             f"CUDA_VISIBLE_DEVICES={visible}); check the job's GPU request and the installed torch build"
         )
     return "cpu"
