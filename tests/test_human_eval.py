@@ -349,7 +349,9 @@ def test_round_trip_sheets_browser_results_report(tmp_path):
     # the judge's ratings, hand-made, where the other rule would write them
     judge = simulated_ratings(items, key, assignments, seed=1, judge=True)
     judge.to_csv(out / "llm_judge_ratings.csv", index=False)
-    config.write_text(base + f"    ratings: {returned}\n    llm_judge: {{}}\n")
+    # an endpoint the rule never calls: the judge's ratings are already in place (hand-made above)
+    config.write_text(base + f"    ratings: {returned}\n    llm_judge: {{base_url: 'http://127.0.0.1:9/v1', "
+                      "model: judge, api_key_env: null, cache: results/cache/judge.jsonl}\n")
     snakemake(tmp_path, "--cores", "1", "results/empo/human_eval/results.json", "--allowed-rules",
               "empo_human_results", configfiles=[config])
     result = json.loads((out / "results.json").read_text())
