@@ -182,7 +182,7 @@ def test_dpo_curves_have_rewards(trained):
     assert info["settings"]["loss_type"] == "ipo" and info["continues"].endswith("sft")
 
 
-def test_adapters_are_lora_only_and_change_the_outputs(trained, policy, tokenizer):
+def test_adapters_are_lora_only_and_change_the_outputs(trained, policy, tokenizer, monkeypatch):
     import torch
     from peft import PeftModel
     from safetensors import safe_open
@@ -220,5 +220,8 @@ def test_adapters_are_lora_only_and_change_the_outputs(trained, policy, tokenize
     assert not torch.allclose(outputs["dpo"], outputs["sft"], atol=1e-4)
     from peft import AutoPeftModelForCausalLM
 
+    # the adapter names its base as the workflow wrote it, relative to the working directory (a
+    # relocatable results/ tree): stock loading runs where the workflow ran
+    monkeypatch.chdir(trained["dir"])
     assert torch.allclose(logits(AutoPeftModelForCausalLM.from_pretrained(str(models / "dpo"))), outputs["dpo"],
                           atol=1e-4)
