@@ -81,7 +81,8 @@ def code_version(*modules):
     itself; as a param, this makes an edit to a shared helper rerun the rules that use it.
     """
     digest = hashlib.sha256()
-    for module in ("io", "runtime") + modules:
+    # io and runtime (which imports gpu_slots) are imported by every script
+    for module in ("io", "runtime", "gpu_slots") + modules:
         digest.update((SCRIPTS / "empathy_workflow" / f"{module}.py").read_bytes())
     return digest.hexdigest()[:16]
 

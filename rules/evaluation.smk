@@ -160,9 +160,6 @@ rule empo_lm_eval:
         settings=config["empo"]["evaluation"]["lm_eval"],
         seed=SEED,
         code=code_version(
-            "training",
-            "preference",
-            "plots",
             "lm_eval_tasks/__init__",
             "lm_eval_tasks/runner",
             "lm_eval_tasks/leaderboard",

@@ -17,7 +17,9 @@ rule empo_human_sheets:
     params:
         settings=HUMAN_EVAL,
         seed=SEED,
-        code=code_version("human_eval", "evaluation"),
+        code=code_version(
+            "human_eval", "evaluation", "epitome_features", "epitome_biencoder"
+        ),
     script:
         "../workflow_scripts/empo_human_sheets.py"
 
@@ -48,6 +50,8 @@ rule empo_human_results:
             "human_eval_ratings",
             "human_eval_results",
             "evaluation",
+            "epitome_features",
+            "epitome_biencoder",
             "agreement",
         ),
     script:

@@ -29,7 +29,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import TINY_CONFIG, snakemake
+from conftest import REPO, TINY_CONFIG, snakemake
 from empathy_workflow import llm_raters
 from empathy_workflow.io import InputError
 from empathy_workflow.llm_client import AuthError, ChatClient, Endpoint, EndpointError, ResponseCache, request_key
@@ -168,14 +168,16 @@ def test_llm_judge_rule_rates_items_on_each_dimension(policy, workflow_dir, tmp_
     dimensions = {"empathy": {"min": 1, "max": 5, "label": "empathy"},
                   "fluency": {"min": 1, "max": 5, "label": "fluency"}}
     overrides = tmp_path / "judge.yaml"
-    overrides.write_text(yaml.safe_dump({"empo": {"human_eval": {
-        "dimensions": dimensions,
-        "llm_judge": endpoint_config(f"http://127.0.0.1:{port}/v1", str(policy),
-                                     str(tmp_path / "judge_cache.jsonl"))}}}))
+    # the human evaluation's own settings (the judge rates its items), with our dimensions and judge
+    human_eval = yaml.safe_load((REPO / "configs" / "human_eval.yaml").read_text())["empo"]["human_eval"]
+    human_eval.update(dimensions=dimensions, llm_judge=endpoint_config(
+        f"http://127.0.0.1:{port}/v1", str(policy), str(tmp_path / "judge_cache.jsonl")))
+    overrides.write_text(yaml.safe_dump({"empo": {"human_eval": human_eval}}))
     server = TransformersServer(policy, port, tmp_path / "serve.log").start()
     try:
+        # only the judge: the hand-made items.csv stands in for rule empo_human_sheets' output
         snakemake(workflow_dir, "--cores", "1", "results/empo/human_eval/llm_judge_ratings.csv",
-                  configfiles=[TINY_CONFIG, overrides])
+                  "--allowed-rules", "empo_llm_judge", configfiles=[TINY_CONFIG, overrides])
     finally:
         server.stop()
     assert server.answered() == 4
@@ -390,7 +392,7 @@ def test_default_config_needs_no_endpoint(repo):
     """make run stays offline: neither the API method nor the LLM judge is on by default."""
     config = yaml.safe_load((repo / "config.yaml").read_text())
     assert "llm_api" not in config["similarity"]["methods"]
-    assert config["empo"]["human_eval"]["llm_judge"] is None
+    assert (config["empo"]["human_eval"] or {}).get("llm_judge") is None
     documented = yaml.safe_load((repo / "configs" / "llm_api.yaml").read_text())
     assert "llm_api" in documented["similarity"]["methods"] and documented["empo"]["human_eval"]["llm_judge"]
     for section in (documented["similarity"]["llm_api"], documented["empo"]["human_eval"]["llm_judge"]):

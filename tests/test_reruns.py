@@ -236,7 +236,7 @@ def test_relocated_run_is_complete(relocated_run):
     assert planned_jobs(dry_run(workdir, snakefile=repo / "Snakefile")) == set()
 
 
-EVALUATION = {job("epitome_classifier"), job("empo_significance")} | REPORT
+EVALUATION = {job("epitome_classifier"), job("epitome_quality"), job("empo_significance")} | REPORT
 
 
 @pytest.mark.parametrize("module, expected", [
@@ -329,11 +329,14 @@ def import_closure(script: Path) -> set[str]:
 
 def test_library_import_analysis_on_known_cases():
     # hand-checked: generation imports preference and io, and training lazily (which imports
-    # plots); the lm-eval runner reaches io and training through `..`
+    # plots); the lm-eval runner reaches io through `..` and its package's leaderboard through `.`; runtime
+    # imports gpu_slots lazily
     assert {"preference", "io", "training", "plots"} <= import_closure(module_path("generation"))
-    assert {"io", "training"} <= library_imports(module_path("lm_eval_tasks/runner"), ["lm_eval_tasks"])
-    assert import_closure(REPO / "workflow_scripts" / "empo_lm_eval.py") >= {
-        "lm_eval_tasks/__init__", "lm_eval_tasks/runner", "training", "io", "runtime"}
+    assert library_imports(module_path("lm_eval_tasks/runner"), ["lm_eval_tasks"]) == {
+        "io", "lm_eval_tasks/__init__", "lm_eval_tasks/leaderboard"}
+    assert import_closure(REPO / "workflow_scripts" / "empo_lm_eval.py") == {
+        "lm_eval_tasks/__init__", "lm_eval_tasks/runner", "lm_eval_tasks/leaderboard", "io", "runtime",
+        "gpu_slots"}
 
 
 def test_code_version_covers_each_scripts_imports(tmp_path):
@@ -355,7 +358,7 @@ def test_code_version_covers_each_scripts_imports(tmp_path):
         if not call:
             problems.append(f"rule {name}: a script rule without code=code_version(...)")
             continue
-        listed = {"io", "runtime"} | set(re.findall(r"\"([^\"]+)\"", call.group(1)))
+        listed = {"io", "runtime", "gpu_slots"} | set(re.findall(r"\"([^\"]+)\"", call.group(1)))
         for module in listed:
             if not module_path(module).exists():
                 problems.append(f"rule {name}: code_version lists {module!r}, not a library module")
