@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import chance
 from conftest import REPO, RESOURCES, snakemake
 from empathy_workflow import data, evaluation
 from empathy_workflow.io import InputError, write_jsonl
@@ -280,21 +281,24 @@ def test_bertscore_identical_strings(prepared_models):
         evaluation.bertscore(texts, texts, encoder, 6, rescale_with_baseline=True)
 
 
-def test_classifier_training_beats_majority_and_is_seeded(prepared_models, epitome_pairs, tmp_path):
-    """A short run on a subset: macro F1 above the majority-class baseline's for at least one
-    mechanism (measured: see benchmarks/evaluation.md), and the same seed gives the same numbers."""
-    settings = {"held_out": 0.15, "max_train_examples": 400, "max_length": 64, "epochs": 1, "batch_size": 16,
+def test_finetune_classifier_runs_and_is_seeded(prepared_models, epitome_pairs, tmp_path):
+    """The `finetune` classifier (MiniLM fine-tuned, one joint model): a short run on a subset
+    trains and predicts, and the same seed gives the same numbers. Its quality is not asserted
+    here: even after one epoch on 400 pairs (held out 15%, seed 3) it was at chance for every mechanism (measured held-out
+    macro F1 er 0.266, ip 0.364, ex 0.305 against 0.384-0.389, the 99th percentile of a
+    prior-matched random classifier, tests/chance.py). The default classifier's quality is
+    checked against chance per mechanism in tests/test_epitome_classifiers.py."""
+    settings = {"held_out": 0.05, "max_train_examples": 32, "max_length": 32, "epochs": 1, "batch_size": 16,
                 "learning_rate": 1e-4}
     encoder = prepared_models / "encoder"
-    result = evaluation.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "a", settings, seed=3)
-    margins = {m: r["held_out"]["macro_f1"] - r["held_out"]["majority_macro_f1"] for m, r in result.items()}
-    print("macro F1 margin over the majority class:", margins)
-    assert max(margins.values()) > 0.05
-    # A tiny second and third run for determinism (same seed, same held-out predictions).
-    small = {**settings, "max_train_examples": 32, "max_length": 32, "held_out": 0.05}
-    one = evaluation.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "b", small, seed=5)
-    two = evaluation.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "c", small, seed=5)
+    one = evaluation.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "b", settings, seed=5)
+    two = evaluation.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "c", settings, seed=5)
     assert json.dumps(one, sort_keys=True).replace("/c", "/b") == json.dumps(two, sort_keys=True).replace("/c", "/b")
+    for mechanism, entry in one.items():
+        held = entry["held_out"]
+        gold, predicted = chance.from_confusion(held["confusion_matrix"])
+        assert len(gold) == held["n"] == sum(held["gold_level_counts"]) > 100
+        assert held["macro_f1"] == pytest.approx(chance.macro_f1([0, 1, 2])(gold, predicted)), mechanism
     # The saved joint model loads back and predicts one level per mechanism.
     levels = evaluation.predict_levels({m: tmp_path / "b" for m in evaluation.MECHANISMS},
                                        ["I lost my job."], ["I'm so sorry. What happened?"], 32, 4)
