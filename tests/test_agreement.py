@@ -358,8 +358,9 @@ def simulated_raters(rng: np.random.Generator, items: int, raters: int = 3) -> n
 def test_alpha_interval_coverage_on_simulated_raters():
     """Raters with a known population alpha (interval level: alpha of 100,000 simulated items,
     0.603): the workflow's 90% intervals from 40 resamples of 20 items, over 120 seeded
-    replications, cover it about 90% of the time (measured 0.91; a binomial 90% gives 0.83-0.95
-    with 95% probability). Too narrow or too wide intervals show."""
+    replications, cover it about 90% of the time (measured 0.908; a binomial 90% of 120 lies in
+    0.85-0.95 with 95% probability). Too narrow or too wide intervals show (resamples of half the
+    items: 0.967)."""
     domain = np.arange(1.0, 5.0)
     truth = agreement.krippendorff_alpha(simulated_raters(np.random.default_rng(123), 100_000), "interval", domain)
     assert truth == pytest.approx(0.603, abs=0.005)
@@ -371,7 +372,7 @@ def test_alpha_interval_coverage_on_simulated_raters():
         covered.append(interval[0] <= truth <= interval[1])
     coverage = float(np.mean(covered))
     print("coverage of the 90% alpha interval:", coverage)
-    assert 0.8 <= coverage <= 0.97
+    assert 0.83 <= coverage <= 0.95
 
 
 COVERAGE_REPLICATIONS = 120

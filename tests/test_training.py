@@ -225,3 +225,34 @@ def test_adapters_are_lora_only_and_change_the_outputs(trained, policy, tokenize
     monkeypatch.chdir(trained["dir"])
     assert torch.allclose(logits(AutoPeftModelForCausalLM.from_pretrained(str(models / "dpo"))), outputs["dpo"],
                           atol=1e-4)
+
+
+def test_preference_loss_type_reaches_the_trainer(policy, tokenizer, tmp_path):
+    """trl's DPOTrainer as preference_trainer builds it, on the same two pairs, with the policy
+    equal to its reference (the frozen "ref" copy of the SFT adapter, so every log-ratio margin
+    is 0): sigmoid gives -log sigmoid(0) = ln 2 for any beta, IPO (1/(2 beta))^2 = 25 at beta 0.1
+    and 1 at beta 0.5. A trainer that ignored loss_type (or beta) gives other losses."""
+    import math
+
+    from peft import LoraConfig, get_peft_model
+
+    records = ed_conversations()
+    pairs, _ = preference.build_pairs(records, preference.read_mapping(preference.named_mapping_path("plutchik")),
+                                      rejected_per_prompt=1, seed=0, max_conversations=2)
+    examples = training.preference_examples(pairs[:2], tokenizer, 160)
+    losses = {}
+    for loss_type, beta in (("sigmoid", 0.1), ("ipo", 0.1), ("ipo", 0.5)):
+        model = get_peft_model(training.load_base_model(policy),
+                               LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+                                          init_lora_weights=False, task_type="CAUSAL_LM"))
+        model.config.pad_token_id = tokenizer.pad_token_id
+        settings = {"loss_type": loss_type, "beta": beta, "max_length": 160, "batch_size": 2, "learning_rate": 1e-5,
+                    "max_steps": 1}
+        trainer = training.preference_trainer(model, tokenizer, settings, examples, examples,
+                                              str(tmp_path / f"{loss_type}-{beta}"), seed=0)
+        metrics = trainer.evaluate()
+        assert metrics["eval_rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+        losses[loss_type, beta] = metrics["eval_loss"]
+    assert losses["sigmoid", 0.1] == pytest.approx(math.log(2), abs=1e-5)
+    assert losses["ipo", 0.1] == pytest.approx(25.0, abs=1e-3)
+    assert losses["ipo", 0.5] == pytest.approx(1.0, abs=1e-4)
