@@ -59,8 +59,10 @@ def resources() -> Path:
 @pytest.fixture(scope="session")
 def workflow_dir(tmp_path_factory) -> Path:
     """One scratch working directory shared by the session's workflow runs (models are
-    prepared once and reused)."""
-    return tmp_path_factory.mktemp("workflow")
+    prepared once and reused). $EMPATHY_TEST_WORKFLOW_DIR names a directory to use instead (a
+    developer's finished tiny run, kept between pytest calls; Snakemake reruns only what changed)."""
+    reuse = os.environ.get("EMPATHY_TEST_WORKFLOW_DIR")
+    return Path(reuse) if reuse else tmp_path_factory.mktemp("workflow")
 
 
 @pytest.fixture(scope="session")
