@@ -317,7 +317,9 @@ def test_evaluation_rules_end_to_end(prepared_models, tmp_path):
     config = tmp_path / "eval.yaml"
     config.write_text(
         "empo:\n  evaluation:\n    epitome: {max_train_examples: 64, max_length: 48, epochs: 1}\n"
-        "    significance: {permutations: 50, bootstrap: 50}\n")
+        "    significance: {permutations: 50, bootstrap: 50}\n"
+        # small batches: bert-score pads per batch of length-sorted sentences (ties in set order)
+        "    bertscore: {batch_size: 2}\n")
     targets = [f"results/empo/eval/{m}/text_metrics.json" for m in ("base", "sft", "dpo")]
     targets.append("results/empo/eval/significance.json")
     # Only the data and evaluation rules may run: the fixture generations stand in for the EmPO stage.
@@ -347,4 +349,15 @@ def test_evaluation_rules_end_to_end(prepared_models, tmp_path):
                                                                        ("sft", "dpo")}
     for mechanism in ("er", "ip", "ex"):
         held = json.loads((tmp_path / f"results/empo/epitome/{mechanism}_metrics.json").read_text())["held_out"]
-        assert 0 <= held["accuracy"] <= 1 and held["n"] > 500
+        confusion = np.asarray(held["confusion_matrix"])
+        assert held["n"] == confusion.sum() > 500 and held["accuracy"] == pytest.approx(np.trace(confusion) / held["n"])
+
+    # Reproducible BERTScore: the same job run again in a new process (a new Python, whose string
+    # hash seed would differ without the workflow's fixed one: bert-score orders tied sentences
+    # through a set, which changes its batches' padding) gives the same per-item scores, bit for bit.
+    first = pd.read_csv(tmp_path / "results/empo/eval/sft/per_item.csv")
+    snakemake(tmp_path, "--cores", "1", "results/empo/eval/sft/text_metrics.json", "--forcerun", "empo_evaluate",
+              "--allowed-rules", "empo_evaluate", configfiles=[config])
+    again = pd.read_csv(tmp_path / "results/empo/eval/sft/per_item.csv")
+    for column in ("bertscore_precision", "bertscore_recall", "bertscore_f1"):
+        assert first[column].tolist() == again[column].tolist(), column
