@@ -174,7 +174,6 @@ def test_shipped_data_pairs_meet_the_acceptance_criteria(splits, tmp_path):
         pairs, stats = preference.build_pairs(records, PLUTCHIK, rejected_per_prompt=3, seed=42, split=split,
                                               system_prompt="You are an empathetic listener.")
         preference.check_pairs(pairs, PLUTCHIK, ids[split])
-        others = set().union(*(ids[s] for s in ids if s != split))
         usable = preference.usable_conversations(records)
         per_emotion = Counter(r["emotion"] for r in usable)
         per_prompt = Counter(p["conv_id"] for p in pairs)
@@ -187,13 +186,30 @@ def test_shipped_data_pairs_meet_the_acceptance_criteria(splits, tmp_path):
         for pair in pairs:
             assert pair["rejected_emotion"] == PLUTCHIK[pair["emotion"]]
             assert pair["conv_id"] != pair["rejected_conv_id"]
-            assert pair["conv_id"] not in others and pair["rejected_conv_id"] not in others
             assert pair["prompt"][0]["role"] == "system" and pair["prompt"][-1]["role"] == "user"
             assert set(pair) == {"prompt", "chosen", "rejected", "emotion", "rejected_emotion", "conv_id",
                                  "rejected_conv_id"}
         # no prompt gets the same rejected reply twice
         assert len({(p["conv_id"], p["rejected_conv_id"]) for p in pairs}) == len(pairs)
         assert sum(stats["pairs_per_emotion_pair"].values()) == len(pairs)
+
+
+def test_pairs_built_across_splits_are_refused(splits):
+    """build_pairs given two splits' conversations at once (as a rule wired to the wrong files
+    would) pairs prompts of one split with replies of the other; the rule's final check against
+    the split's own conversations refuses them. (The rule reads one split's file: the pairs of the
+    full tiny run are checked against every split in tests/test_tiny_run_outputs.py.)"""
+    ids = {split: {r["conv_id"] for r in records} for split, records in splits.items()}
+    mixed = splits["valid"] + splits["test"]
+    pairs, _ = preference.build_pairs(mixed, PLUTCHIK, rejected_per_prompt=3, seed=42, split="valid")
+    crossing = [p for p in pairs if p["conv_id"] in ids["valid"] and p["rejected_conv_id"] in ids["test"]]
+    assert crossing  # the mixed pool does cross
+    preference.check_pairs(pairs, PLUTCHIK, ids["valid"] | ids["test"])
+    with pytest.raises(AssertionError, match="conversation from another split"):
+        preference.check_pairs(pairs, PLUTCHIK, ids["valid"])
+    own, _ = preference.build_pairs(splits["valid"], PLUTCHIK, rejected_per_prompt=3, seed=42, split="valid")
+    preference.check_pairs(own, PLUTCHIK, ids["valid"])
+    assert all({p["conv_id"], p["rejected_conv_id"]} <= ids["valid"] for p in own)
 
 
 def test_same_seed_same_bytes_other_seed_other_pairs(splits, tmp_path):
