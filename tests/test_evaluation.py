@@ -284,10 +284,10 @@ def test_bertscore_identical_strings(prepared_models):
 def test_finetune_classifier_runs_and_is_seeded(prepared_models, epitome_pairs, tmp_path):
     """The `finetune` classifier (MiniLM fine-tuned, one joint model): a short run on a subset
     trains and predicts, and the same seed gives the same numbers. Its quality is not asserted
-    here: even after one epoch on 400 pairs (held out 15%, seed 3) it was at chance for every mechanism (measured held-out
-    macro F1 er 0.266, ip 0.364, ex 0.305 against 0.384-0.389, the 99th percentile of a
-    prior-matched random classifier, tests/chance.py). The default classifier's quality is
-    checked against chance per mechanism in tests/test_epitome_classifiers.py."""
+    here: even after one epoch on 400 pairs (held out 15%, seed 3) it was at chance for every
+    mechanism (measured held-out macro F1 er 0.266, ip 0.364, ex 0.305 against 0.384-0.389, the
+    99th percentile of a prior-matched random classifier, tests/chance.py). The default
+    classifier's quality is checked against chance per mechanism in test_epitome_classifiers.py."""
     settings = {"held_out": 0.05, "max_train_examples": 32, "max_length": 32, "epochs": 1, "batch_size": 16,
                 "learning_rate": 1e-4}
     encoder = prepared_models / "encoder"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -84,24 +85,81 @@ def contexts(questions_path, n, shots=1):
         return [(instance.args[0], instance.doc["answer"]) for instance in task.instances[::4]]
 
 
-def test_local_task_accuracy_and_n(prepared_models, questions):
+def hand_built(n: int) -> list[tuple[str, int]]:
+    """The first n sociology test questions as 1-shot MMLU prompts built here from the shipped
+    CSVs (lm-eval's description, the first dev question with its answer, then the question), with
+    their gold letter's index: independent of the runner's task files."""
+    test = pd.read_csv(MMLU / "test" / "sociology_test.csv", header=None, dtype=str, keep_default_na=False)
+    built = []
+    for row in test.head(n).itertuples(index=False):
+        context = ("The following are multiple choice questions (with answers) about sociology.\n\n"
+                   f"{SOCIOLOGY_DEV_1}\n\n{row[0]}\nA. {row[1]}\nB. {row[2]}\nC. {row[3]}\nD. {row[4]}\nAnswer:")
+        built.append((context, "ABCD".index(row[5])))
+    return built
+
+
+QUESTIONS = 10
+
+
+def test_local_task_answers_question_by_question(prepared_models, questions):
+    """lm-eval on the runner's task, 10 questions: each question's log-likelihoods and chosen
+    letter equal an own computation on prompts built from the CSVs, and the runner's accuracy and
+    n are those answers' (an accuracy alone can agree by chance over a few questions)."""
+    import lm_eval
+    from lm_eval.api.registry import get_model
+
     from empathy_workflow.training import load_policy
 
-    summary = runner.run(settings(limit=3), questions, prepared_models / "policy", None, seed=3)
+    policy = prepared_models / "policy"
+    summary = runner.run(settings(limit=QUESTIONS), questions, policy, None, seed=3)
     assert set(summary) == {"scores", "results", "config"}
     assert list(summary["scores"]) == ["mmlu_local"]
     score = summary["scores"]["mmlu_local"]
-    assert 0.0 <= score <= 1.0
     for task in ("mmlu_local", "mmlu_local_sociology"):
         entry = summary["results"][task]
-        assert entry["n"] == 3 and entry["metric"] == "acc" and entry["num_fewshot"] == 1
+        assert entry["n"] == QUESTIONS and entry["metric"] == "acc" and entry["num_fewshot"] == 1
         assert entry["acc"] == entry["score"] == score
         assert entry["acc_stderr"] is not None
     assert summary["config"]["subjects"] == ["sociology"] and summary["config"]["peft"] is None
-    model, tokenizer = load_policy(prepared_models / "policy")
-    expected, _ = own_accuracy(model, tokenizer, contexts(questions, 3))
-    assert score == pytest.approx(expected)
     json.dumps(summary)  # plain JSON
+
+    # the same task with lm-eval's per-question log (the runner's call, log_samples on)
+    with runner.prepared(settings(limit=QUESTIONS), questions, policy, None, seed=3) as plan:
+        lm = get_model(plan["model"]).create_from_arg_obj(plan["model_args"])
+        [call] = plan["calls"]
+        output = lm_eval.simple_evaluate(model=lm, task_manager=plan["task_manager"], **dict(call, log_samples=True))
+    samples = sorted(output["samples"]["mmlu_local_sociology"], key=lambda sample: sample["doc_id"])
+    model, tokenizer = load_policy(policy)
+    expected = hand_built(QUESTIONS)
+    assert [sample["doc_id"] for sample in samples] == list(range(QUESTIONS))
+    answers = []
+    for sample, (context, gold) in zip(samples, expected):
+        assert [argument[0] for argument in sample["arguments"]] == [context] * 4
+        assert sample["target"] == gold
+        theirs = [float(response[0]) for response in sample["filtered_resps"]]
+        ours, chosen = own_answer(model, tokenizer, context)
+        assert theirs == pytest.approx(ours, abs=1e-3), sample["doc_id"]
+        assert max(range(4), key=theirs.__getitem__) == chosen, sample["doc_id"]
+        assert sample["acc"] == float(chosen == gold)
+        answers.append(chosen)
+    assert len(set(answers)) > 1  # not one letter for everything
+    assert score == pytest.approx(np.mean([a == gold for a, (_, gold) in zip(answers, expected)]))
+
+
+def own_answer(model, tokenizer, context: str) -> tuple[list[float], int]:
+    """The log-likelihood of " A" .. " D" after the context, by hand, and the chosen letter."""
+    import torch
+
+    scores = []
+    context_ids = tokenizer.encode(context)
+    for letter in "ABCD":
+        whole = tokenizer.encode(context + " " + letter)
+        assert whole[:len(context_ids)] == context_ids
+        with torch.inference_mode():
+            logits = model(torch.tensor([whole])).logits[0].log_softmax(-1)
+        scores.append(sum(float(logits[position - 1, whole[position]])
+                          for position in range(len(context_ids), len(whole))))
+    return scores, max(range(4), key=scores.__getitem__)
 
 
 def make_adapters(policy: Path, tmp_path: Path) -> tuple[Path, Path]:
