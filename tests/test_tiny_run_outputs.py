@@ -143,9 +143,11 @@ def test_preference_pairs_stay_in_their_split(tiny_run):
     ids = {split: {json.loads(line)["conv_id"] for line in (folder / f"{split}.jsonl").read_text().splitlines()}
            for split in ("train", "valid", "test")}
     assert not (ids["train"] & ids["valid"] or ids["train"] & ids["test"] or ids["valid"] & ids["test"])
-    for split in ("train", "valid"):
-        pairs = [json.loads(line) for line in
-                 (tiny_run / f"results/empo/pairs/{split}.jsonl").read_text().splitlines()]
+    files = sorted((tiny_run / "results/empo/pairs").glob("*.jsonl"))
+    assert {path.stem for path in files} >= {"train", "valid"}
+    for path in files:
+        split = path.stem
+        pairs = [json.loads(line) for line in path.read_text().splitlines()]
         assert pairs, split
         for pair in pairs:
             assert {pair["conv_id"], pair["rejected_conv_id"]} <= ids[split], (split, pair["conv_id"])
