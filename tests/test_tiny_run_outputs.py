@@ -162,13 +162,20 @@ def section_table(text: str, marker: str) -> list[dict]:
 def test_summary_holds_the_numbers_of_the_result_files(tiny_run):
     text = (tiny_run / "results/report/summary.md").read_text()
     files = similarity_files(tiny_run)
-    rows = table_with(text, "method", "test set", "pearson")
+    columns = ("pearson", "spearman", "mse", "accuracy", "precision", "recall", "f1")
+    rows = table_with(text, "method", "test set", "pearson", "n")
     assert len(rows) == len(files)
     by_label = {label: method for method, label in LABELS.items()}
     for row in rows:
         result = read(files[by_label[row["method"]], row["test set"]])
-        for column in ("pearson", "spearman", "mse", "accuracy", "precision", "recall", "f1", "n"):
+        for column in columns + ("n",):
             assert row[column] == cell(result[column]), (row["method"], row["test set"], column)
+    extra = table_with(text, "method", "test set", "scoring", "pearson")
+    assert len(extra) == sum(len(read(path)["extra_metrics"]) for path in files.values()) > 0
+    for row in extra:
+        values = read(files[by_label[row["method"]], row["test set"]])["extra_metrics"][row["scoring"]]
+        for column in columns:
+            assert row[column] == cell(values[column]), (row["method"], row["test set"], row["scoring"], column)
 
     models = generation_models(tiny_run)
     metrics = {model: read(tiny_run / f"results/empo/eval/{model}/metrics.json") for model in models}
