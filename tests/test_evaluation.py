@@ -319,7 +319,7 @@ def test_evaluation_rules_end_to_end(prepared_models, tmp_path):
         "empo:\n  evaluation:\n    epitome: {max_train_examples: 64, max_length: 48, epochs: 1}\n"
         "    significance: {permutations: 50, bootstrap: 50}\n"
         # small batches: bert-score pads per batch of length-sorted sentences (ties in set order)
-        "    bertscore: {batch_size: 2}\n")
+        "    bertscore: {batch_size: 4}\n")
     targets = [f"results/empo/eval/{m}/text_metrics.json" for m in ("base", "sft", "dpo")]
     targets.append("results/empo/eval/significance.json")
     # Only the data and evaluation rules may run: the fixture generations stand in for the EmPO stage.
