@@ -417,20 +417,22 @@ def even_length(threshold: float) -> int:
 
 def chat_lengths(tokenizer) -> Callable[[list[list[dict]]], list[int]]:
     """Token counts of chat conversations rendered with the tokenizer's chat template (as the
-    EmPO code measured prompt+reply: template text, then the tokenizer)."""
+    EmPO code measured prompt+reply: template text, then `tokenizer(text)` with its special tokens,
+    e.g. the BOS a Llama/Mistral tokenizer adds before Zephyr's template text)."""
     def lengths(conversations: list[list[dict]]) -> list[int]:
         texts = [tokenizer.apply_chat_template(messages, tokenize=False) for messages in conversations]
-        return tokenizer_lengths(tokenizer)(texts)
+        return tokenizer_lengths(tokenizer, special_tokens=True)(texts)
 
     return lengths
 
 
-def tokenizer_lengths(tokenizer) -> Callable[[list[str]], list[int]]:
-    """Token counts of texts with a (fast) tokenizer, in batches; no special tokens."""
+def tokenizer_lengths(tokenizer, special_tokens: bool = False) -> Callable[[list[str]], list[int]]:
+    """Token counts of texts with a (fast) tokenizer, in batches; special tokens (BOS/EOS the
+    tokenizer adds on its own) only with `special_tokens`."""
     def lengths(texts: list[str]) -> list[int]:
         counts: list[int] = []
         for start in range(0, len(texts), 2048):
-            batch = tokenizer(list(texts[start:start + 2048]), add_special_tokens=False)["input_ids"]
+            batch = tokenizer(list(texts[start:start + 2048]), add_special_tokens=special_tokens)["input_ids"]
             counts.extend(len(ids) for ids in batch)
         return counts
 
