@@ -36,7 +36,7 @@ SIMILARITY_PROCEDURE = (
 # Metrics where lower is better: the run comparison says which way is an improvement. Signed
 # differences (vad.diff_max_*) have no better direction and are reported as "changed".
 LOWER_IS_BETTER = re.compile(r"^diff_epitome\.|^vad\.abs_diff|mse")
-NO_DIRECTION = re.compile(r"^vad\.diff_max|_std$")
+NO_DIRECTION = re.compile(r"^vad\.diff_max|_std$|^template_tree\.")
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -230,12 +230,16 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
 
     # Metric tables, one per group
     lines += ["### Evaluation on the EmpatheticDialogues test conversations", ""]
-    groups = ["diff_epitome", "bertscore", "diversity", "vad", "lm_eval"]
+    groups = ["diff_epitome", "bertscore", "diversity", "template_tree", "vad", "lm_eval"]
     explain = {
         "diff_epitome": "diff-Epitome: mean squared difference between the EPITOME level of the generation and "
                         "of the human reply, per mechanism (lower is closer to human empathy).",
         "bertscore": "BERTScore against the human reply.",
         "diversity": "Diversity and specificity of the generations.",
+        "template_tree": "Template-tree (span) diversity, as the EmPO code reports it (Lee et al.): recurring "
+                         "n-grams folded into spans; compression ratio = nodes of the template tree / nodes of the "
+                         "word tree (lower = more shared templates); unique templates, span nodes and starting "
+                         "words counted over the generations.",
         "vad": "Emotional valence/arousal/dominance and intensity (NRC lexicons): difference between the maximum "
                "over the context and the maximum over the response (lower = closer emotional tone).",
         "lm_eval": "Retained general ability (lm-eval accuracy).",
@@ -257,6 +261,12 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
                  if isinstance(metrics[model].get(group), dict)}
         for note in sorted({n for n in notes.values() if isinstance(n, str)}):
             lines.append(f"- {note}")
+        if group == "template_tree":
+            for model in models:
+                spans = (metrics[model].get(group) or {}).get("top_spans") or []
+                if spans:
+                    lines.append(f"- {model}, most frequent spans: "
+                                 + "; ".join(f"\"{text}\" ({count})" for text, count in spans[:3]))
         lines.append("")
 
     # Run comparison (like `dvc metrics diff`): every model against sft (or base).
