@@ -121,3 +121,13 @@ def test_pruned_counting_matches_counting_every_ngram():
     templates, hashmap = tt.spanify(tokenized)
     assert len(hashmap) > 10  # the replies share many n-grams
     assert (templates, hashmap) == _brute_force_spanify(tokenized)
+
+
+def test_incremental_counting_matches_on_heavy_overlap():
+    """Random texts over four words: overlapping repeats, nested spans, n-grams that stop
+    repeating after a fold and start again after the next."""
+    import random
+
+    rng = random.Random(3)
+    texts = [[rng.choice("abcd") for _ in range(rng.randint(3, 14))] for _ in range(30)]
+    assert tt.spanify(texts) == _brute_force_spanify(texts)

@@ -31,13 +31,15 @@ Differences, each documented in docs/fidelity.md:
 - hash tokens are `span_` + 16 digits of SHA-1 of the n-gram instead of Python's `hash()` (the
   authors' PYTHONHASHSEED is set inside the process, after start-up, so their digits are not
   reproducible); the procedure only needs distinct tokens;
-- counting keeps only n-grams that can occur twice (an n-gram's prefix must occur twice too), so
-  single occurrences are never stored; the chosen spans are the same.
+- counting is incremental (only the responses that held the folded span are counted again) and
+  keeps only n-grams that can occur twice; the chosen spans are the same (tests/test_template_trees.py
+  checks this against counting every n-gram afresh, as the authors do).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import Counter, defaultdict
 from functools import lru_cache
 from typing import Iterable, Sequence
@@ -65,49 +67,121 @@ def span_hash(ngram: Sequence[str]) -> str:
     return f"{SPAN_PREFIX}{digest % 10**16:016d}"
 
 
-def _repeated_ngrams(data: Sequence[Sequence[str]]) -> dict[tuple, list[tuple[int, int]]]:
-    """Every n-gram (n >= 2) occurring at least twice over `data` (overlapping occurrences
-    count, as nltk's ngrams): {ngram: its (response, position) occurrences in reading order}. An
-    n-gram occurring twice has a prefix that does, so longer n-grams are only grown from repeated
-    shorter ones; each list stays sorted, as it is its prefix's list filtered."""
-    repeated: dict[tuple, list[tuple[int, int]]] = {}
-    occurrences: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
-    for idx, tokens in enumerate(data):
-        for pos in range(len(tokens) - 1):
-            occurrences[(tokens[pos], tokens[pos + 1])].append((idx, pos))
-    n = 2
-    while occurrences:
-        following: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
-        for gram, where in occurrences.items():
-            if len(where) < 2:
+class _NgramIndex:
+    """Occurrences of the n-grams that matter for spanify, kept up to date as responses change.
+
+    Held: every bigram, and every extension by one token of an n-gram that occurs at least twice
+    (an n-gram occurring twice has a prefix that does), each with all its (response, position)
+    occurrences, overlapping ones included (as nltk's ngrams). A heap orders the n-grams occurring
+    at least twice by spanify's choice: weight n * count (highest), length (shortest), first
+    occurrence (earliest: nltk's FreqDist keeps first-insertion order). After a fold only the
+    responses that held the span are re-indexed, so the cost follows the changed text, not the
+    corpus (the authors recount every n-gram of every response per fold)."""
+
+    def __init__(self, data: list[list[str]]):
+        self.data = data
+        self.occ: dict[tuple, set[tuple[int, int]]] = {}
+        self.children: dict[tuple, set[tuple]] = defaultdict(set)
+        self.heap: list = []
+        self.add(range(len(data)))
+
+    def _push(self, gram: tuple) -> None:
+        where = self.occ[gram]
+        heapq.heappush(self.heap, ((-len(gram) * len(where), len(gram), min(where)), gram))
+
+    def add(self, indices) -> None:
+        """Index the current tokens of `indices` (level by level, so that an n-gram that reaches two
+        occurrences here gets all its occurrences extended)."""
+        new: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+        for idx in indices:
+            tokens = self.data[idx]
+            for pos in range(len(tokens) - 1):
+                new[(tokens[pos], tokens[pos + 1])].append((idx, pos))
+        n = 2
+        while new:
+            following: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+            for gram, occurrences in new.items():
+                where = self.occ.get(gram)
+                if where is None:
+                    where = self.occ[gram] = set()
+                    if n > 2:
+                        self.children[gram[:-1]].add(gram)
+                repeated_before = len(where) >= 2
+                where.update(occurrences)
+                if len(where) < 2:
+                    continue
+                self._push(gram)
+                for idx, pos in (occurrences if repeated_before else where):
+                    if pos + n < len(self.data[idx]):
+                        following[gram + (self.data[idx][pos + n],)].append((idx, pos))
+            new = following
+            n += 1
+
+    def remove(self, indices) -> None:
+        """Drop the occurrences in the current tokens of `indices`; n-grams left with fewer than two
+        occurrences lose their extensions."""
+        touched = set()
+        for idx in indices:
+            tokens = self.data[idx]
+            for pos in range(len(tokens) - 1):
+                gram = (tokens[pos], tokens[pos + 1])
+                while gram in self.occ:
+                    self.occ[gram].discard((idx, pos))
+                    touched.add(gram)
+                    end = pos + len(gram)
+                    if end >= len(tokens):
+                        break
+                    gram = gram + (tokens[end],)
+        for gram in sorted(touched, key=len):
+            where = self.occ.get(gram)
+            if where is None:
+                continue  # dropped with a shorter prefix
+            if len(where) >= 2:
+                self._push(gram)
                 continue
-            repeated[gram] = where
-            for idx, pos in where:
-                if pos + n < len(data[idx]):
-                    following[gram + (data[idx][pos + n],)].append((idx, pos))
-        occurrences = following
-        n += 1
-    return repeated
+            self._drop_extensions(gram)
+            if not where:
+                del self.occ[gram]
+                if len(gram) > 2:
+                    self.children[gram[:-1]].discard(gram)
+
+    def _drop_extensions(self, gram: tuple) -> None:
+        stack = list(self.children.pop(gram, ()))
+        while stack:
+            child = stack.pop()
+            self.occ.pop(child, None)
+            stack.extend(self.children.pop(child, ()))
+
+    def best(self) -> tuple | None:
+        """The n-gram spanify folds next (None: nothing occurs twice)."""
+        while self.heap:
+            key, gram = self.heap[0]
+            where = self.occ.get(gram)
+            if where is not None and len(where) >= 2 and key == (-len(gram) * len(where), len(gram), min(where)):
+                return gram
+            heapq.heappop(self.heap)
+        return None
 
 
 def spanify(responses: Sequence[Sequence[str]]) -> tuple[list[list[str]], dict[str, tuple[str, ...]]]:
     """Lee et al.'s SpanProcessor.spanify: (templates, {hash: span}). `responses` are token lists."""
     data = [list(tokens) for tokens in responses]
+    index = _NgramIndex(data)
     hashmap: dict[str, tuple[str, ...]] = {}
     while True:
-        repeated = _repeated_ngrams(data)
-        if not repeated:
+        span = index.best()
+        if span is None:
             return data, hashmap
-        # weight n * count (count >= 2 here; single occurrences weigh 1 and never win), the shortest
-        # n-gram among the heaviest, then FreqDist's order: the earliest first occurrence
-        span = min(repeated, key=lambda gram: (-len(gram) * len(repeated[gram]), len(gram), repeated[gram][0]))
         token = span_hash(span)
         if token in hashmap:
             raise RuntimeError(f"template trees: span {' '.join(span)!r} was folded before ({token})")
         hashmap[token] = span
         text = " ".join(span)
-        for idx in sorted({idx for idx, _ in repeated[span]}):
+        holders = sorted({idx for idx, _ in index.occ[span]})
+        index.remove(holders)
+        for idx in holders:
             data[idx] = word_tokenize(" ".join(data[idx]).replace(text, token))
+        index.add(holders)
 
 
 class Trie:
