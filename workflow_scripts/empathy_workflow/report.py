@@ -33,6 +33,12 @@ SIMILARITY_PROCEDURE = (
     "answers at temperature 0, story orders (A, B) and (B, A) averaged; the fine-tuned LLM answers "
     "greedily and the number is parsed. Extra scorings that are not the paper's (isotonic map, expected "
     "score over the answers) are in the table after this one and in each metrics.json under `extra_metrics`.")
+EMPO_PROCEDURE = (
+    "**Procedure: the authors'** ([docs/fidelity.md]({link}), section EmPO): SFT, then DPO that keeps "
+    "training the SFT adapter against the SFT model, on emotion-grounded pairs length-filtered with the train "
+    "split's p95 of prompt+reply tokens; greedy generation with the authors' system message; diff-Epitome, "
+    "BERTScore, NIDF and n-gram diversity, template trees and VAD as the EmPO evaluation code computes them. "
+    "Sizes, steps and caps of this run, and every deviation, are in that table.")
 # Metrics where lower is better: the run comparison says which way is an improvement. Signed
 # differences (vad.diff_max_*) have no better direction and are reported as "changed".
 LOWER_IS_BETTER = re.compile(r"^diff_epitome\.|^vad\.abs_diff|mse")
@@ -229,7 +235,8 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
               + ", ".join(curve_links), ""]
 
     # Metric tables, one per group
-    lines += ["### Evaluation on the EmpatheticDialogues test conversations", ""]
+    lines += ["### Evaluation on the EmpatheticDialogues test conversations", "",
+              EMPO_PROCEDURE.format(link=relative(FIDELITY_DOC, report_dir)), ""]
     groups = ["diff_epitome", "bertscore", "diversity", "template_tree", "vad", "lm_eval"]
     explain = {
         "diff_epitome": "diff-Epitome: mean squared difference between the EPITOME level of the generation and "
