@@ -73,7 +73,7 @@ def test_report_prints_the_template_tree_table(tmp_path):
     import json
 
     paths = []
-    for model, ratio in (("base", 0.9), ("sft", 0.8)):
+    for model, ratio in (("base", 0.95), ("sft", 0.9), ("dpo", 0.8)):
         path = tmp_path / "eval" / model / "metrics.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"template_tree": {"compression_ratio": ratio, "unique_templates": 7,
@@ -82,6 +82,10 @@ def test_report_prints_the_template_tree_table(tmp_path):
     text = empo_section(paths, tmp_path / "none.json", [], [], [], tmp_path)
     assert "**template_tree**" in text and "compression_ratio" in text
     assert '- sft, most frequent spans: "I am so sorry" (3)' in text
+    # a run against sft: only the ratio and the template count, with no better/worse direction
+    assert "| dpo | template_tree.compression_ratio | 0.900 | 0.800 | -0.100 | changed |" in text
+    assert "| dpo | template_tree.unique_templates | 7 | 7 | 0 | same |" in text
+    assert "template_tree.n_responses |" not in text
 
 
 def _brute_force_spanify(data):

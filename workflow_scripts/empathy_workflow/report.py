@@ -43,6 +43,7 @@ EMPO_PROCEDURE = (
 # differences (vad.diff_max_*) have no better direction and are reported as "changed".
 LOWER_IS_BETTER = re.compile(r"^diff_epitome\.|^vad\.abs_diff|mse")
 NO_DIRECTION = re.compile(r"^vad\.diff_max|_std$|^template_tree\.")
+TEMPLATE_TREE_COMPARED = {"template_tree.compression_ratio", "template_tree.unique_templates"}
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -284,6 +285,8 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
         if model in (baseline, "base"):
             continue  # the comparison is between training runs; base is in the tables above
         for key in sorted(flat_all[model]):
+            if key.startswith("template_tree.") and key not in TEMPLATE_TREE_COMPARED:
+                continue  # the counts behind the ratio stay in the template_tree table
             old, new = flat_all[baseline].get(key), flat_all[model][key]
             if old is None or new is None:
                 continue
