@@ -288,6 +288,17 @@ def emotion_mapping_source():
     return resolve_path(name, REPO)
 
 
+def pairs_threshold_source(wildcards):
+    """valid and test pairs are length-filtered with the train split's threshold (src/dpo_ps.py of
+    the EmPO code): the train split's statistics are their input when a filter is on."""
+    if (
+        wildcards.split == "train"
+        or config["empo"]["pairs"].get("length_percentile") is None
+    ):
+        return {}
+    return {"train_stats": "results/empo/pairs/train_stats.json"}
+
+
 def trained_model(name):
     """The trained model a MODEL name generates with: itself, or a generation variant's model."""
     return GENERATION_VARIANTS[name]["model"] if name in GENERATION_VARIANTS else name

@@ -21,6 +21,7 @@ rule empo_emotion_mapping:
 
 rule empo_pairs:
     input:
+        unpack(pairs_threshold_source),
         dialogues="results/data/empathetic_dialogues/{split}.jsonl",
         mapping=rules.empo_emotion_mapping.output.mapping,
         model=model_dir(config["empo"]["sft"]["model"]),
@@ -82,6 +83,8 @@ rule empo_preference:
         valid="results/empo/pairs/valid.jsonl",
         model=model_dir(config["empo"]["sft"]["model"]),
         sft=rules.empo_sft.output.adapter,
+        # the length filter's DPO lengths (max_length: length_filter)
+        train_stats="results/empo/pairs/train_stats.json",
     output:
         adapter=directory("results/empo/models/{run}"),
         curves="results/empo/curves/{run}.csv",

@@ -98,12 +98,19 @@ rule empo_evaluate:
         device=config["device"],
         # the sections text metrics read (not lm_eval: its settings must not rescore the texts)
         settings={
-            k: config["empo"]["evaluation"][k]
-            for k in ("epitome", "bertscore", "significance")
+            **{
+                k: config["empo"]["evaluation"][k]
+                for k in ("epitome", "bertscore", "significance")
+            },
+            "span_diversity": config["empo"]["evaluation"].get(
+                "span_diversity", False
+            ),
         },
         bertscore_source=bertscore_source(),
         seed=SEED,
-        code=code_version("evaluation", "epitome_features", "epitome_biencoder"),
+        code=code_version(
+            "evaluation", "epitome_features", "epitome_biencoder", "template_trees"
+        ),
     script:
         "../workflow_scripts/empo_evaluate.py"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,57 @@ def test_length_filter_over_prompt_and_reply(prepared_models):
     kept = [pair for pair, length in zip(unfiltered, chosen) if length <= threshold]
     assert pairs == kept and 0 < len(unfiltered) - len(pairs) == stats["length_filter"]["pairs_dropped"]
     assert len(pairs) == 3 * stats["prompts"]
+
+
+def test_valid_and_test_pairs_use_the_train_threshold(prepared_models):
+    """src/dpo_ps.py computes the threshold on the train split and filters the evaluation split
+    with it; the stats keep this split's own percentile beside it, and the authors' DPO lengths."""
+    import numpy as np
+
+    tokenizer = training.load_tokenizer(prepared_models / "policy")
+    lengths = preference.chat_lengths(tokenizer)
+    mapping = preference.read_mapping(preference.named_mapping_path("plutchik"))
+    common = dict(rejected_per_prompt=3, seed=0, system_prompt=DPO_SYSTEM, length_percentile=95,
+                  length_measure="prompt_reply", conversation_length=lengths)
+    _, train_stats = preference.build_pairs(ed_splits()["train"], mapping, split="train", **common)
+    given = train_stats["length_filter"]["threshold"]
+    assert train_stats["length_filter"]["threshold_from"] == "train"
+    records = ed_splits()["valid"]
+    unfiltered, _ = preference.build_pairs(records, mapping, rejected_per_prompt=3, seed=0,
+                                           system_prompt=DPO_SYSTEM, split="valid")
+    own, own_stats = preference.build_pairs(records, mapping, split="valid", **common)
+    pairs, stats = preference.build_pairs(records, mapping, split="valid", given_threshold=given,
+                                          threshold_from="train", **common)
+    chosen = lengths([p["prompt"] + p["chosen"] for p in unfiltered])
+    own_threshold = max(np.percentile(chosen, 95), np.percentile(lengths([p["prompt"] + p["rejected"]
+                                                                          for p in unfiltered]), 95))
+    assert own_stats["length_filter"]["threshold"] == pytest.approx(own_threshold)
+    assert own_threshold != pytest.approx(given)  # the two thresholds differ on this data
+    lf = stats["length_filter"]
+    assert (lf["threshold"], lf["threshold_from"]) == (given, "train")
+    assert lf["split_threshold"] == pytest.approx(own_threshold)
+    assert pairs == [pair for pair, length in zip(unfiltered, chosen) if length <= given] != own
+    # the authors' DPO lengths: int of the percentile, up to the next even number
+    assert lf["dpo_max_length"] == ((int(given) + 1) // 2) * 2
+    prompt_p95 = np.percentile(lengths([p["prompt"] for p in unfiltered]), 95)
+    assert lf["max_prompt_length"] == ((int(prompt_p95) + 1) // 2) * 2
+    assert preference.even_length(245.1) == 246 and preference.even_length(246.9) == 246
+
+
+def test_valid_and_test_pairs_depend_on_the_train_split(tmp_path):
+    result = snakemake(tmp_path, "-n", "results/empo/pairs/test_stats.json", "--quiet", "rules",
+                       configfiles=[REPO / "config.yaml"])
+    assert re.search(r"empo_pairs\s+2\b", result.stdout), result.stdout  # test and train
+
+
+def test_dpo_max_length_from_the_length_filter():
+    assert PAPER["empo"]["preference"]["defaults"]["max_length"] == "length_filter"
+    _validate({"empo": {"preference": {"defaults": {"max_length": "length_filter"}}}})  # laptop filter: on
+    with pytest.raises(ConfigError, match=r"runs\.dpo\.max_length: length_filter takes the DPO length"):
+        _validate({"empo": {"pairs": {"length_measure": "reply"},
+                            "preference": {"defaults": {"max_length": "length_filter"}}}})
+    with pytest.raises(ConfigError, match=r"runs\.dpo\.max_length"):
+        _validate({"empo": {"preference": {"runs": {"dpo": {"max_length": "p95"}}}}})
 
 
 def test_lm_eval_uses_the_few_shot_setting_for_every_task():

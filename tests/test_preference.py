@@ -241,6 +241,13 @@ def test_length_filter_drops_long_replies(splits):
         assert len(pair["chosen"][0]["content"].split()) <= threshold
         assert len(pair["rejected"][0]["content"].split()) <= threshold
     assert stats["lengths"]["chosen"]["max"] <= threshold and stats["lengths"]["rejected"]["max"] <= threshold
+    # a given threshold (the train split's) replaces the split's own; the own one is kept in the stats
+    given = threshold - 3
+    _, stats = preference.build_pairs(records, PLUTCHIK, rejected_per_prompt=3, seed=42, length_percentile=80,
+                                      token_length=words, given_threshold=given, threshold_from="train")
+    assert stats["length_filter"]["threshold"] == given and stats["length_filter"]["threshold_from"] == "train"
+    assert stats["length_filter"]["split_threshold"] == pytest.approx(threshold)
+    assert stats["length_filter"]["conversations_dropped"] == sum(length > given for length in lengths)
 
 
 def test_pairs_at_the_full_ed_train_size(splits):

@@ -114,6 +114,11 @@ def test_summary_on_hand_made_results(tmp_path):
     assert procedure < text.index("| LLM, LoRA fine-tuned (greedy answer) | urdu_stories |")
     link = re.search(r"\[docs/fidelity.md\]\(([^)]+)\)", text[procedure:]).group(1)
     assert (output.parent / link).resolve() == REPO / "docs" / "fidelity.md"
+    # the same beside the EmPO tables, naming its section
+    empo_procedure = text.index("**Procedure: the authors'** ([docs/fidelity.md]", procedure + 1)
+    assert text.index("### Evaluation on the EmpatheticDialogues") < empo_procedure < text.index("**bertscore**")
+    link = re.search(r"\[docs/fidelity.md\]\(([^)]+)\), section EmPO", text[empo_procedure:]).group(1)
+    assert (output.parent / link).resolve() == REPO / "docs" / "fidelity.md"
     assert (r / "report" / "plots" / "similarity_pearson.png").stat().st_size > 0
     assert (r / "report" / "plots" / "empo_metrics.png").stat().st_size > 0
 

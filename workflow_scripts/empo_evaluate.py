@@ -1,7 +1,10 @@
 """Rule empo_evaluate: diff-Epitome, BERTScore, diversity and valence/intensity of one model's
-generations -> text_metrics.json and per_item.csv."""
+generations, and with span_diversity the template-tree (span) diversity -> text_metrics.json and
+per_item.csv."""
 
-from empathy_workflow import evaluation, io, runtime
+import time
+
+from empathy_workflow import evaluation, io, runtime, template_trees
 
 logger = runtime.start(snakemake)
 settings = snakemake.params.settings
@@ -19,6 +22,12 @@ metrics, per_item = evaluation.evaluate_generations(
     generations, classifiers, bertscore_model, word_counts, vad, intensity, settings, classifier_metrics,
     bertscore_source=snakemake.params.bertscore_source, seed=int(snakemake.params.seed),
     device=runtime.select_device(snakemake.params.device))
+if settings.get("span_diversity"):
+    # the EmPO code's template-tree (span) diversity (Lee et al.): corpus level, no per-item values
+    started = time.perf_counter()
+    metrics["template_tree"] = template_trees.template_tree_stats(generations["generation"].tolist())
+    logger.info("template trees: %d spans, compression ratio %s (%.1f s)", metrics["template_tree"].get("spans", 0),
+                metrics["template_tree"].get("compression_ratio"), time.perf_counter() - started)
 metrics["model"] = snakemake.wildcards.model
 io.write_csv(snakemake.output.per_item, per_item)
 io.write_json(snakemake.output.metrics, metrics)

@@ -155,6 +155,13 @@ def preference_run_errors(config: dict, schema_path: str | os.PathLike) -> list[
             key = _dotted(["empo", "preference", "runs", name, *error.absolute_path])
             message = error.message.replace("Unevaluated properties are not allowed", "unknown key(s)")
             messages.append(f"config key {key}: {message} (resolved from empo.preference.defaults and the run)")
+        pairs = empo.get("pairs", {})
+        if settings.get("max_length") == "length_filter" and (
+                pairs.get("length_percentile") is None or pairs.get("length_measure", "reply") != "prompt_reply"):
+            messages.append(f"config key empo.preference.runs.{name}.max_length: length_filter takes the DPO length "
+                            f"from the prompt+reply length filter, but empo.pairs has length_percentile "
+                            f"{pairs.get('length_percentile')!r} and length_measure "
+                            f"{pairs.get('length_measure', 'reply')!r} (needs a percentile and prompt_reply)")
         if settings.get("quantization", sft_quantization) != sft_quantization:
             messages.append(f"config key empo.preference.runs.{name}.quantization: {settings['quantization']!r} "
                             f"differs from empo.sft.quantization {sft_quantization!r}; the preference stage "

@@ -244,7 +244,8 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
                 token_length: Callable[[list[str]], list[int]] | None = None,
                 length_measure: str = "reply",
                 conversation_length: Callable[[list[list[dict]]], list[int]] | None = None,
-                split: str = "") -> tuple[list[dict], dict]:
+                split: str = "", given_threshold: float | None = None,
+                threshold_from: str | None = None) -> tuple[list[dict], dict]:
     """Emotion-grounded preference pairs for one split; returns (pairs, stats).
 
     - usable conversations: those with a listener reply to a speaker turn (trailing speaker turns
@@ -258,6 +259,10 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
       of all usable replies of the split, in tokens of `token_length` (else whitespace words), are
       removed before pairing, both as chosen and as rejected candidates, so every kept prompt still
       gets `rejected_per_prompt` rejected replies;
+    - `given_threshold` (the train split's, as src/dpo_ps.py computes the threshold on the train
+      split and applies it to the evaluation split too) replaces this split's own percentile in
+      either measure; `threshold_from` names where it came from (recorded in the stats, beside
+      this split's own percentile);
     - prompts: a seeded subset of `max_conversations` of the usable conversations (file order);
       rejected candidates come from *all* usable conversations of the split, so the cap shrinks the
       number of pairs, not the variety of rejected replies;
@@ -291,9 +296,10 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
         raise InputError(f"empo.pairs.length_measure: {length_measure!r} is not one of reply, prompt_reply")
     if length_measure == "prompt_reply" and length_percentile is not None and conversation_length is None:
         raise ValueError("length_measure prompt_reply needs conversation_length (a tokenizer)")
-    threshold = None
+    threshold = own_threshold = None
     if length_percentile is not None and usable and length_measure == "reply":
-        threshold = length_threshold(lengths, length_percentile)
+        own_threshold = length_threshold(lengths, length_percentile)
+        threshold = own_threshold if given_threshold is None else float(given_threshold)
         kept = [record for record in usable if length_of[record["conv_id"]] <= threshold]
         dropped_long = len(usable) - len(kept)
         usable = kept
@@ -349,9 +355,13 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
                        "in this split", split or "pairs", short, rejected_per_prompt)
 
     length_filter = {"percentile": length_percentile, "measure": length_measure, "threshold": threshold,
-                     "unit": unit, "conversations_dropped": dropped_long}
+                     "unit": unit, "conversations_dropped": dropped_long,
+                     "threshold_from": threshold_from if given_threshold is not None else split,
+                     "split_threshold": own_threshold}
     if length_measure == "prompt_reply" and length_percentile is not None and pairs:
-        pairs, length_filter = filter_pairs_by_length(pairs, length_percentile, conversation_length)
+        pairs, length_filter = filter_pairs_by_length(pairs, length_percentile, conversation_length,
+                                                      given_threshold=given_threshold)
+        length_filter["threshold_from"] = threshold_from if given_threshold is not None else split
         pair_counts = Counter(f"{pair['emotion']}->{pair['rejected_emotion']}" for pair in pairs)
         uses = Counter(pair["rejected_conv_id"] for pair in pairs)
     chosen_lengths = [length_of[conv_id] for conv_id in dict.fromkeys(pair["conv_id"] for pair in pairs)]
@@ -378,36 +388,51 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
 
 
 def filter_pairs_by_length(pairs: Sequence[dict], percentile: float,
-                           conversation_length: Callable[[list[list[dict]]], list[int]]) -> tuple[list[dict], dict]:
+                           conversation_length: Callable[[list[list[dict]]], list[int]],
+                           given_threshold: float | None = None) -> tuple[list[dict], dict]:
     """The EmPO DPO length filter (src/dpo_ps.py): threshold = max(pNN of prompt+chosen, pNN of
     prompt+rejected) in tokens of the rendered conversation (system message included); a pair is
     kept when its prompt+chosen fits. A prompt's pairs share prompt+chosen, so a prompt keeps all
-    its pairs or none. Returns (kept pairs, filter stats)."""
+    its pairs or none. `given_threshold` (the train split's) replaces this split's own, as the
+    authors filter their evaluation split with the train threshold. Returns (kept pairs, filter
+    stats); the stats carry `dpo_max_length` and `max_prompt_length`, the authors' DPO lengths
+    (int of the percentile, rounded up to an even number) for `max_length: length_filter`."""
     chosen = conversation_length([list(pair["prompt"]) + list(pair["chosen"]) for pair in pairs])
     rejected = conversation_length([list(pair["prompt"]) + list(pair["rejected"]) for pair in pairs])
-    threshold = max(length_threshold(chosen, percentile), length_threshold(rejected, percentile))
+    own = max(length_threshold(chosen, percentile), length_threshold(rejected, percentile))
+    threshold = own if given_threshold is None else float(given_threshold)
     kept = [pair for pair, length in zip(pairs, chosen) if length <= threshold]
+    prompts = conversation_length([list(pair["prompt"]) for pair in pairs])
     return kept, {"percentile": percentile, "measure": "prompt_reply", "threshold": threshold, "unit": "tokens",
-                  "pairs_dropped": len(pairs) - len(kept),
+                  "split_threshold": own, "pairs_dropped": len(pairs) - len(kept),
+                  "dpo_max_length": even_length(threshold), "max_prompt_length": even_length(
+                      length_threshold(prompts, percentile)),
                   "prompt_chosen_p95": length_threshold(chosen, 95), "prompt_rejected_p95": length_threshold(rejected, 95)}
+
+
+def even_length(threshold: float) -> int:
+    """src/dpo_ps.py's DPO length from a percentile: int(), then up to the next even number."""
+    return ((int(threshold) + 1) // 2) * 2
 
 
 def chat_lengths(tokenizer) -> Callable[[list[list[dict]]], list[int]]:
     """Token counts of chat conversations rendered with the tokenizer's chat template (as the
-    EmPO code measured prompt+reply: template text, then the tokenizer)."""
+    EmPO code measured prompt+reply: template text, then `tokenizer(text)` with its special tokens,
+    e.g. the BOS a Llama/Mistral tokenizer adds before Zephyr's template text)."""
     def lengths(conversations: list[list[dict]]) -> list[int]:
         texts = [tokenizer.apply_chat_template(messages, tokenize=False) for messages in conversations]
-        return tokenizer_lengths(tokenizer)(texts)
+        return tokenizer_lengths(tokenizer, special_tokens=True)(texts)
 
     return lengths
 
 
-def tokenizer_lengths(tokenizer) -> Callable[[list[str]], list[int]]:
-    """Token counts of texts with a (fast) tokenizer, in batches; no special tokens."""
+def tokenizer_lengths(tokenizer, special_tokens: bool = False) -> Callable[[list[str]], list[int]]:
+    """Token counts of texts with a (fast) tokenizer, in batches; special tokens (BOS/EOS the
+    tokenizer adds on its own) only with `special_tokens`."""
     def lengths(texts: list[str]) -> list[int]:
         counts: list[int] = []
         for start in range(0, len(texts), 2048):
-            batch = tokenizer(list(texts[start:start + 2048]), add_special_tokens=False)["input_ids"]
+            batch = tokenizer(list(texts[start:start + 2048]), add_special_tokens=special_tokens)["input_ids"]
             counts.extend(len(ids) for ids in batch)
         return counts
 

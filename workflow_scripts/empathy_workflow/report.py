@@ -33,10 +33,17 @@ SIMILARITY_PROCEDURE = (
     "answers at temperature 0, story orders (A, B) and (B, A) averaged; the fine-tuned LLM answers "
     "greedily and the number is parsed. Extra scorings that are not the paper's (isotonic map, expected "
     "score over the answers) are in the table after this one and in each metrics.json under `extra_metrics`.")
+EMPO_PROCEDURE = (
+    "**Procedure: the authors'** ([docs/fidelity.md]({link}), section EmPO): SFT, then DPO that keeps "
+    "training the SFT adapter against the SFT model, on emotion-grounded pairs length-filtered with the train "
+    "split's p95 of prompt+reply tokens; greedy generation with the authors' system message; diff-Epitome, "
+    "BERTScore, NIDF and n-gram diversity, template trees and VAD as the EmPO evaluation code computes them. "
+    "Sizes, steps and caps of this run, and every deviation, are in that table.")
 # Metrics where lower is better: the run comparison says which way is an improvement. Signed
 # differences (vad.diff_max_*) have no better direction and are reported as "changed".
 LOWER_IS_BETTER = re.compile(r"^diff_epitome\.|^vad\.abs_diff|mse")
-NO_DIRECTION = re.compile(r"^vad\.diff_max|_std$")
+NO_DIRECTION = re.compile(r"^vad\.diff_max|_std$|^template_tree\.")
+TEMPLATE_TREE_COMPARED = {"template_tree.compression_ratio", "template_tree.unique_templates"}
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -229,13 +236,18 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
               + ", ".join(curve_links), ""]
 
     # Metric tables, one per group
-    lines += ["### Evaluation on the EmpatheticDialogues test conversations", ""]
-    groups = ["diff_epitome", "bertscore", "diversity", "vad", "lm_eval"]
+    lines += ["### Evaluation on the EmpatheticDialogues test conversations", "",
+              EMPO_PROCEDURE.format(link=relative(FIDELITY_DOC, report_dir)), ""]
+    groups = ["diff_epitome", "bertscore", "diversity", "template_tree", "vad", "lm_eval"]
     explain = {
         "diff_epitome": "diff-Epitome: mean squared difference between the EPITOME level of the generation and "
                         "of the human reply, per mechanism (lower is closer to human empathy).",
         "bertscore": "BERTScore against the human reply.",
         "diversity": "Diversity and specificity of the generations.",
+        "template_tree": "Template-tree (span) diversity, as the EmPO code reports it (Lee et al.): recurring "
+                         "n-grams folded into spans; compression ratio = nodes of the template tree / nodes of the "
+                         "word tree (lower = more shared templates); unique templates, span nodes and starting "
+                         "words counted over the generations.",
         "vad": "Emotional valence/arousal/dominance and intensity (NRC lexicons): difference between the maximum "
                "over the context and the maximum over the response (lower = closer emotional tone).",
         "lm_eval": "Retained general ability (lm-eval accuracy).",
@@ -257,6 +269,12 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
                  if isinstance(metrics[model].get(group), dict)}
         for note in sorted({n for n in notes.values() if isinstance(n, str)}):
             lines.append(f"- {note}")
+        if group == "template_tree":
+            for model in models:
+                spans = (metrics[model].get(group) or {}).get("top_spans") or []
+                if spans:
+                    lines.append(f"- {model}, most frequent spans: "
+                                 + "; ".join(f"\"{text}\" ({count})" for text, count in spans[:3]))
         lines.append("")
 
     # Run comparison (like `dvc metrics diff`): every model against sft (or base).
@@ -267,6 +285,8 @@ def empo_section(metric_files: list[Path], significance: Path, curves: list[Path
         if model in (baseline, "base"):
             continue  # the comparison is between training runs; base is in the tables above
         for key in sorted(flat_all[model]):
+            if key.startswith("template_tree.") and key not in TEMPLATE_TREE_COMPARED:
+                continue  # the counts behind the ratio stay in the template_tree table
             old, new = flat_all[baseline].get(key), flat_all[model][key]
             if old is None or new is None:
                 continue
