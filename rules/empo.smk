@@ -62,7 +62,7 @@ rule empo_sft:
         "../envs/training.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("empo_sft"),
     params:
         device=config["device"],
         settings=config["empo"]["sft"],
@@ -101,7 +101,7 @@ rule empo_preference:
         "../envs/training.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("empo_preference"),
     params:
         device=config["device"],
         settings=lambda wildcards: PREFERENCE_SETTINGS[wildcards.run],
@@ -131,7 +131,7 @@ rule empo_generate:
         "../envs/training.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("empo_generate"),
     params:
         device=config["device"],
         settings=generation_settings,
