@@ -23,7 +23,7 @@ PAPER = {"empo": REPO / "configs" / "empo_zephyr.yaml", "similarity": REPO / "co
 # Size caps: how many steps, examples, pairs, subjects, test questions, resamples.
 SIZE_CAPS = {"max_steps", "max_train_pairs", "max_narrative_tokens", "max_test_pairs", "max_conversations",
              "max_eval_examples", "max_examples", "max_train_examples", "limit", "subjects", "permutations",
-             "bootstrap"}
+             "bootstrap", "max_new_tokens"}
 DATASET_SOURCE_KEYS = {"train", "dev", "test", "valid", "annotations", "stories", "emotional_reactions",
                        "interpretations", "explorations", "dir", "vad", "intensity"}
 
