@@ -174,3 +174,17 @@ def test_device_cuda_without_a_gpu_fails_once_and_its_retries_do_not_repeat_it(t
     snakemake(tmp_path, "--cores", "1", target, "--retries", "2", "--config", "device=cpu",
               configfiles=[TINY_CONFIG], timeout=900)
     assert (tmp_path / target).exists() and not marker.exists()
+
+
+def test_gpu_check_refuses_without_cuda_unless_asked():
+    """benchmarks/gpu_check.py (issue 13's GPU check): on a machine without CUDA it exits 2 at once
+    with the reason, instead of running its GPU steps on the CPU (the --allow-cpu dry mode's
+    output is in benchmarks/gpu.md; the script has not met a GPU yet)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a usable GPU: run benchmarks/gpu_check.py itself")
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no usable CUDA GPU" in result.stderr and "--allow-cpu" in result.stderr
