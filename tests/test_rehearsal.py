@@ -90,8 +90,15 @@ def _finished_and_failed(output: str) -> tuple[list[str], list[str]]:
     return finished, failed
 
 
+def _configs(paper: Path) -> tuple[str, ...]:
+    """ONE --configfile flag with both files: a second flag replaces the first (argparse), so the
+    conftest helper's configfiles=[...] (one flag each) would rehearse config.yaml, not the paper."""
+    return ("--configfile", str(paper), str(OVERLAY))
+
+
 def _planned(workdir: Path, paper: Path) -> dict[str, int]:
-    result = snakemake(workdir, "-n", "--cores", "2", configfiles=[paper, OVERLAY])
+    result = snakemake(workdir, "-n", "--cores", "2", *_configs(paper))
+    assert f"Config file(s): [PosixPath('{paper}'), PosixPath('{OVERLAY}')" in result.stdout + result.stderr
     table = re.search(r"job\s+count\n-+\s+-+\n(.*?)\ntotal", result.stdout, re.S).group(1)
     return {line.split()[0]: int(line.split()[1]) for line in table.strip().splitlines()}
 
@@ -110,8 +117,7 @@ def _offline_logs(workdir: Path) -> None:
 
 def test_rehearsal_of_similarity_llama3_runs_every_rule(tmp_path):
     planned = _planned(tmp_path, PAPER["similarity"])
-    result = snakemake(tmp_path, "--cores", "2", configfiles=[PAPER["similarity"], OVERLAY], timeout=3000,
-                       extra_env=NO_HUB)
+    result = snakemake(tmp_path, "--cores", "2", *_configs(PAPER["similarity"]), timeout=3000, extra_env=NO_HUB)
     finished, failed = _finished_and_failed(result.stdout + result.stderr)
     assert not failed
     counts = {rule: finished.count(rule) for rule in set(finished)}
@@ -122,8 +128,8 @@ def test_rehearsal_of_similarity_llama3_runs_every_rule(tmp_path):
 def test_rehearsal_of_empo_zephyr_runs_every_rule_but_refuses_stock_task_data(tmp_path):
     planned = _planned(tmp_path, PAPER["empo"])
     assert planned["download_lm_eval_task"] == 2  # mmlu and leaderboard: planned, not skipped
-    result = snakemake(tmp_path, "--cores", "2", "--keep-going", configfiles=[PAPER["empo"], OVERLAY],
-                       check=False, timeout=3000, extra_env=NO_HUB)
+    result = snakemake(tmp_path, "--cores", "2", "--keep-going", *_configs(PAPER["empo"]), check=False,
+                       timeout=3000, extra_env=NO_HUB)
     output = result.stdout + result.stderr
     finished, failed = _finished_and_failed(output)
     assert result.returncode != 0
