@@ -6,6 +6,15 @@ configfile: f"{workflow.basedir}/config.yaml"
 
 
 include: "rules/common.smk"
+
+
+# Optional: one Apptainer/Docker image for every job (config key `container`, built from
+# envs/empathy.def), used with `--software-deployment-method apptainer` (docs/cluster.md).
+if config["container"]:
+
+    container: config["container"]
+
+
 include: "rules/downloads.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"

@@ -27,6 +27,7 @@ sys.path.insert(0, str(SCRIPTS))
 from empathy_workflow.config import ConfigError, resolve_path, validate_config
 from empathy_workflow.preference_runs import resolve_runs
 from empathy_workflow.downloads import is_remote, offline_environment
+from empathy_workflow.runtime import device_error_marker
 
 try:
     validate_config(config, REPO / "schemas" / "config.schema.yaml", REPO)
@@ -42,6 +43,25 @@ os.environ.update(offline_environment(DOWNLOAD_CACHE))
 # GPU rules declare `gpu` (sbatch --gpus on Slurm; with `--resources gpu=K` on a workstation, at
 # most K at once, each on its own GPU: empathy_workflow/gpu_slots.py). device: cpu asks for none.
 GPU_PER_JOB = 0 if config["device"] == "cpu" else 1
+
+
+def gpu_request(rule):
+    """The `gpu` resource of a GPU rule's job: GPU_PER_JOB, except on a retry of a job whose
+    earlier attempt found no usable CUDA (its marker, runtime.device_error_marker). Snakemake 9's
+    retries cannot depend on why a job failed, so such a retry asks for no GPU (no second wait
+    in a GPU queue) and runtime.place_job stops it at once with the first attempt's message.
+    """
+
+    def gpu(wildcards, attempt):
+        if (
+            GPU_PER_JOB
+            and attempt > 1
+            and os.path.exists(device_error_marker(rule, wildcards))
+        ):
+            return 0
+        return GPU_PER_JOB
+
+    return gpu
 
 
 wildcard_constraints:

@@ -63,7 +63,7 @@ rule empo_sft:
         "../envs/training.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("empo_sft"),
     params:
         device=config["device"],
         settings=config["empo"]["sft"],
@@ -104,7 +104,7 @@ rule empo_preference:
         "../envs/training.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("empo_preference"),
     params:
         device=config["device"],
         settings=lambda wildcards: PREFERENCE_SETTINGS[wildcards.run],
@@ -134,7 +134,7 @@ rule empo_generate:
         "../envs/training.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("empo_generate"),
     params:
         device=config["device"],
         settings=generation_settings,

@@ -22,7 +22,7 @@ if EPITOME_WEIGHTS:
             "../envs/evaluation.yaml"
         threads: 1
         resources:
-            gpu=GPU_PER_JOB,
+            gpu=gpu_request("epitome_classifier_given"),
         params:
             device=config["device"],
             settings=config["empo"]["evaluation"]["epitome"],
@@ -57,7 +57,7 @@ else:
             "../envs/evaluation.yaml"
         threads: 1
         resources:
-            gpu=GPU_PER_JOB,
+            gpu=gpu_request("epitome_classifier"),
         params:
             device=config["device"],
             settings=config["empo"]["evaluation"]["epitome"],
@@ -93,7 +93,7 @@ rule empo_evaluate:
         "../envs/evaluation.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("empo_evaluate"),
     params:
         device=config["device"],
         # the sections text metrics read (not lm_eval: its settings must not rescore the texts)
@@ -161,7 +161,7 @@ rule empo_lm_eval:
         "../envs/evaluation.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("empo_lm_eval"),
     params:
         device=config["device"],
         settings=config["empo"]["evaluation"]["lm_eval"],

@@ -19,7 +19,7 @@ rule similarity_train_contrastive:
         "../envs/training.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("similarity_train_contrastive"),
     params:
         device=config["device"],
         settings=config["similarity"]["contrastive"],
@@ -53,7 +53,7 @@ rule similarity_train_llm:
         "../envs/training.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("similarity_train_llm"),
     params:
         device=config["device"],
         settings=config["similarity"]["llm"],
@@ -99,7 +99,7 @@ rule similarity_predict:
         "../envs/training.yaml"
     threads: 1
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=gpu_request("similarity_predict"),
     params:
         device=config["device"],
         settings=similarity_settings,

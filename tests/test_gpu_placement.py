@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, TINY_CONFIG, snakemake
 
 from empathy_workflow import runtime
 
@@ -120,7 +120,8 @@ def test_device_cpu_hides_the_gpus(monkeypatch):
 
 
 def test_every_gpu_rule_declares_its_gpu_and_reads_the_device():
-    """The rules that run torch models declare gpu=GPU_PER_JOB and pass config `device`."""
+    """The rules that run torch models declare their GPU through gpu_request (GPU_PER_JOB, none on
+    the retry of a device error) under their own name, and pass config `device`."""
     gpu_rules = {"similarity_train_contrastive", "similarity_train_llm", "similarity_predict", "empo_sft",
                  "empo_preference", "empo_generate", "epitome_classifier", "epitome_classifier_given",
                  "empo_evaluate", "empo_lm_eval"}
@@ -130,7 +131,65 @@ def test_every_gpu_rule_declares_its_gpu_and_reads_the_device():
     for path in (REPO / "rules").glob("*.smk"):
         for block in re.split(r"\n(?=\s*rule )", path.read_text()):
             name = re.match(r"\s*rule (\w+):", block)
-            if name and "gpu=GPU_PER_JOB" in block:
+            assert not (name and "gpu=GPU_PER_JOB" in block), f"{name.group(1)}: gpu=gpu_request(...)"
+            if name and "gpu=gpu_request(" in block:
+                assert f'gpu=gpu_request("{name.group(1)}")' in block, name.group(1)
                 assert 'device=config["device"]' in block, name.group(1)
                 found.add(name.group(1))
     assert found == gpu_rules
+
+
+def test_device_cuda_without_a_gpu_fails_once_and_its_retries_do_not_repeat_it(tmp_path):
+    """Issue 13, item 6, with Snakemake's real scheduler and retries: device: cuda on this CPU-only
+    machine. The GPU job's first attempt stops in seconds with the clear error; its two retries
+    ask for no GPU and stop at once with that first error (no model loaded, no second GPU wait);
+    the CPU jobs it depends on ran normally, and a later run starts with a clean first attempt."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a usable GPU")
+    target = "results/similarity/zeroshot/urdu_stories/metrics.json"
+    started = time.monotonic()
+    result = snakemake(tmp_path, "--cores", "1", target, "--retries", "2", "--config", "device=cuda",
+                       configfiles=[TINY_CONFIG], check=False, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    # the job was tried three times (Snakemake's retries are on) ...
+    assert output.count("Error in rule similarity_predict:") == 3, output[-5000:]
+    assert output.count("Trying to restart job") == 2, output[-5000:]
+    # ... the first attempt with its GPU, the retries without one
+    import re
+
+    gpus = [int(g) for g in re.findall(r"(?m)^(?:local)?rule similarity_predict:\n(?:.*\n)*?\s+resources: .*?\bgpu=(\d+)", output)]
+    assert gpus == [1, 0, 0], gpus
+    marker = tmp_path / runtime.device_error_marker("similarity_predict",
+                                                     {"method": "zeroshot", "testset": "urdu_stories"})
+    assert "device: cuda, but torch finds no usable CUDA GPU" in marker.read_text()
+    log = (tmp_path / "results" / "logs" / "similarity" / "predict_zeroshot_urdu_stories.log").read_text()
+    # the log of the last attempt: refused before any model was loaded, naming the first error
+    assert re.search(r"rule similarity_predict: not retried: an earlier attempt of this job stopped with: "
+                     r"device: cuda, but torch finds no usable CUDA GPU", log), log[-3000:]
+    assert "device: cpu" not in log and "loaded" not in log.lower(), log[-3000:]
+    assert output.count("Logfile results/logs/similarity/predict_zeroshot_urdu_stories.log: empty file") == 0
+    assert not (tmp_path / target).exists()
+    # the CPU jobs before it ran (prepare_model, prepare_urdu_stories)
+    assert (tmp_path / "results" / "data" / "urdu_stories" / "pairs.csv").exists()
+    assert time.monotonic() - started < 600
+    # A later run (here on the CPU) is a first attempt again: the marker is gone, the job runs.
+    snakemake(tmp_path, "--cores", "1", target, "--retries", "2", "--config", "device=cpu",
+              configfiles=[TINY_CONFIG], timeout=900)
+    assert (tmp_path / target).exists() and not marker.exists()
+
+
+def test_gpu_check_refuses_without_cuda_unless_asked():
+    """benchmarks/gpu_check.py (issue 13's GPU check): on a machine without CUDA it exits 2 at once
+    with the reason, instead of running its GPU steps on the CPU (the --allow-cpu dry mode's
+    output is in benchmarks/gpu.md; the script has not met a GPU yet)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a usable GPU: run benchmarks/gpu_check.py itself")
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no usable CUDA GPU" in result.stderr and "--allow-cpu" in result.stderr

@@ -113,3 +113,19 @@ def test_gated_leaderboard_data_is_refused_naming_task_and_need(monkeypatch):
     with pytest.raises(downloads.DownloadRefused, match=r"'leaderboard'.*Idavidrein/gpqa.*Hugging Face token"):
         downloads.refuse_gated("leaderboard", datasets, token=None)
     downloads.refuse_gated("leaderboard", datasets, token="hf_x")  # with a token it may try
+
+
+def test_gpu_run_without_token_stops_before_any_job_naming_the_gated_task(tmp_path, monkeypatch):
+    """Issue 13, item 2: a real (not dry) run of the EmPO paper config, which asks for lm-eval's
+    `leaderboard` on a GPU, with no Hugging Face token: it stops on the submit host before any job
+    (no download, no GPU job), saying which task needs what. A dry run still plans everything."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "hf_home"  # no token file either
+    result = snakemake(tmp_path, "--cores", "1", configfiles=[PAPER_CONFIGS[0]], check=False, timeout=600,
+                       extra_env={"HF_HOME": str(home)})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert re.search(r"lm-eval task 'leaderboard' cannot be fetched: GPQA .*Idavidrein/gpqa.*Hugging Face token",
+                     output), output[-3000:]
+    assert "Finished jobid" not in output and not (tmp_path / "results").exists(), output[-3000:]

@@ -10,6 +10,7 @@ them do not run.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -23,7 +24,7 @@ PAPER = {"empo": REPO / "configs" / "empo_zephyr.yaml", "similarity": REPO / "co
 # Size caps: how many steps, examples, pairs, subjects, test questions, resamples.
 SIZE_CAPS = {"max_steps", "max_train_pairs", "max_narrative_tokens", "max_test_pairs", "max_conversations",
              "max_eval_examples", "max_examples", "max_train_examples", "limit", "subjects", "permutations",
-             "bootstrap"}
+             "bootstrap", "max_new_tokens"}
 DATASET_SOURCE_KEYS = {"train", "dev", "test", "valid", "annotations", "stories", "emotional_reactions",
                        "interpretations", "explorations", "dir", "vad", "intensity"}
 
@@ -90,10 +91,22 @@ def _finished_and_failed(output: str) -> tuple[list[str], list[str]]:
     return finished, failed
 
 
+def _configs(paper: Path) -> tuple[str, ...]:
+    """ONE --configfile flag with both files: a second flag replaces the first (argparse), so the
+    conftest helper's configfiles=[...] (one flag each) would rehearse config.yaml, not the paper."""
+    return ("--configfile", str(paper), str(OVERLAY))
+
+
 def _planned(workdir: Path, paper: Path) -> dict[str, int]:
-    result = snakemake(workdir, "-n", "--cores", "2", configfiles=[paper, OVERLAY])
+    result = snakemake(workdir, "-n", "--cores", "2", *_configs(paper))
+    assert f"Config file(s): [PosixPath('{paper}'), PosixPath('{OVERLAY}')" in result.stdout + result.stderr
     table = re.search(r"job\s+count\n-+\s+-+\n(.*?)\ntotal", result.stdout, re.S).group(1)
     return {line.split()[0]: int(line.split()[1]) for line in table.strip().splitlines()}
+
+
+# No way to the hub and no token, whatever the machine offers: the stock tasks' downloads are
+# refused the same way everywhere (CI machines may have network).
+NO_HUB = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "", "HUGGING_FACE_HUB_TOKEN": ""}
 
 
 def _offline_logs(workdir: Path) -> None:
@@ -103,12 +116,16 @@ def _offline_logs(workdir: Path) -> None:
             assert "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1" in text, log
 
 
-@pytest.mark.skip(reason="issue 13 open: the rehearsal runs do not pass yet (EmPO: the paper config's BERTScore "
-                         "layer 17 and RoBERTa bi-encoder do not fit the packaged MiniLM the overlay puts in place); "
-                         "the overlay-key tests above still run")
+# The two rehearsal runs cost about 490 and 960 CPU seconds (README, "Rehearsal"): together they
+# would push CI past its 30 minutes, so they run when asked: EMPATHY_REHEARSAL=1 make test.
+rehearsal = pytest.mark.skipif(os.environ.get("EMPATHY_REHEARSAL") != "1",
+                               reason="the rehearsal runs take 8-16 minutes each: EMPATHY_REHEARSAL=1 runs them")
+
+
+@rehearsal
 def test_rehearsal_of_similarity_llama3_runs_every_rule(tmp_path):
     planned = _planned(tmp_path, PAPER["similarity"])
-    result = snakemake(tmp_path, "--cores", "2", configfiles=[PAPER["similarity"], OVERLAY], timeout=3000)
+    result = snakemake(tmp_path, "--cores", "2", *_configs(PAPER["similarity"]), timeout=3000, extra_env=NO_HUB)
     finished, failed = _finished_and_failed(result.stdout + result.stderr)
     assert not failed
     counts = {rule: finished.count(rule) for rule in set(finished)}
@@ -116,13 +133,12 @@ def test_rehearsal_of_similarity_llama3_runs_every_rule(tmp_path):
     _offline_logs(tmp_path)
 
 
-@pytest.mark.skip(reason="issue 13 open: the rehearsal runs do not pass yet (EmPO: the paper config's BERTScore "
-                         "layer 17 and RoBERTa bi-encoder do not fit the packaged MiniLM the overlay puts in place); "
-                         "the overlay-key tests above still run")
+@rehearsal
 def test_rehearsal_of_empo_zephyr_runs_every_rule_but_refuses_stock_task_data(tmp_path):
     planned = _planned(tmp_path, PAPER["empo"])
-    result = snakemake(tmp_path, "--cores", "2", "--keep-going", configfiles=[PAPER["empo"], OVERLAY],
-                       check=False, timeout=3000)
+    assert planned["download_lm_eval_task"] == 2  # mmlu and leaderboard: planned, not skipped
+    result = snakemake(tmp_path, "--cores", "2", "--keep-going", *_configs(PAPER["empo"]), check=False,
+                       timeout=3000, extra_env=NO_HUB)
     output = result.stdout + result.stderr
     finished, failed = _finished_and_failed(output)
     assert result.returncode != 0

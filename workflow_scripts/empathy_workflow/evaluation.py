@@ -579,6 +579,32 @@ def bertscore(candidates: Sequence[str], references: Sequence[str], model: str, 
                          "bertscore_f1": f1.cpu().numpy().astype(float)})
 
 
+def bertscore_layer(model: str, num_layers: int | None, hub_id: str | None = None) -> tuple[int | None, str]:
+    """(layer, where it comes from) for empo.evaluation.bertscore.num_layers. A number is used as
+    given; null is bert-score's own default layer for the model (bert_score.utils.model2layers,
+    looked up by the model's hub id, e.g. 17 for FacebookAI/roberta-large), as bert_score.score
+    picks it for a hub id. A local model bert-score has no default for (a packaged one) gets its
+    last layer, and the metrics say so."""
+    if num_layers is not None:
+        return int(num_layers), "config"
+    from bert_score.utils import model2layers
+
+    for name in (hub_id, model):
+        if not name or name.startswith("package:"):
+            continue
+        for key in (name, name.split("/")[-1]):
+            if key in model2layers:
+                return int(model2layers[key]), f"bert-score's default layer for {key}"
+    if os.path.isdir(model):
+        import json
+
+        depth = json.loads((Path(model) / "config.json").read_text()).get("num_hidden_layers")
+        if depth:
+            return int(depth), f"last layer of {hub_id or model} (bert-score has no default layer for it)"
+    raise InputError(f"config key empo.evaluation.bertscore.num_layers: null, but bert-score has no default layer "
+                     f"for {hub_id or model}; set a layer number")
+
+
 def bertscore_device() -> str:
     """The job's GPU when it has one (runtime.place_job hides GPUs under device: cpu), else the CPU."""
     import torch
@@ -616,14 +642,15 @@ def evaluate_generations(generations: pd.DataFrame, classifiers: Mapping[str, st
 
     started = time.perf_counter()
     bs = settings["bertscore"]
-    bert_items = bertscore(texts, references, bertscore_model, bs.get("num_layers"),
+    layer, layer_from = bertscore_layer(bertscore_model, bs.get("num_layers"), bertscore_source)
+    bert_items = bertscore(texts, references, bertscore_model, layer,
                            bs.get("rescale_with_baseline", False), bs.get("baseline_path"),
                            batch_size=bs.get("batch_size", 32), baseline_name=bertscore_source)
     bert_summary = {
         "precision": float(bert_items["bertscore_precision"].mean()),
         "recall": float(bert_items["bertscore_recall"].mean()),
         "f1": float(bert_items["bertscore_f1"].mean()),
-        "model": bs["model"], "num_layers": bs.get("num_layers"),
+        "model": bs["model"], "num_layers": layer, "num_layers_from": layer_from,
         "rescale_with_baseline": bool(bs.get("rescale_with_baseline", False)),
     }
     logger.info("BERTScore P/R/F1 %.4f/%.4f/%.4f (%.1f s)", bert_summary["precision"], bert_summary["recall"],

@@ -73,6 +73,19 @@ def select_device(requested: str = "auto") -> str:
     return "cpu"
 
 
+# Where a job that met a DeviceError leaves its message (relative to the working directory, which a
+# cluster's compute nodes share). rules/common.smk's gpu_request reads it: the job's retries ask for
+# no GPU, and place_job refuses them at once, so Snakemake's retries do not repeat a device error.
+DEVICE_ERROR_DIR = os.path.join("results", "logs", "device_errors")
+
+
+def device_error_marker(rule: str, wildcards=None) -> str:
+    """The marker file of one job (rule + its wildcards) whose device check failed."""
+    items = sorted(dict(wildcards or {}).items())
+    name = rule + "".join(f"__{key}-{value}" for key, value in items)
+    return os.path.join(DEVICE_ERROR_DIR, name.replace(os.sep, "_") + ".txt")
+
+
 def place_job(snakemake, logger: logging.Logger) -> str | None:
     """Where a torch rule runs, decided before CUDA starts: None for rules without a `device`
     param; else 'cuda' or 'cpu' (select_device). A job that declares `gpu` resources on a machine
@@ -84,6 +97,19 @@ def place_job(snakemake, logger: logging.Logger) -> str | None:
         return None
     resources = snakemake.resources
     wanted = int((resources.get("gpu") if hasattr(resources, "get") else 0) or 0)
+    wildcards = getattr(snakemake, "wildcards", None)
+    marker = device_error_marker(snakemake.rule, wildcards if hasattr(wildcards, "items") else None)
+    if device != "cpu" and not wanted and os.path.exists(marker):
+        # A retry of a job whose first attempt found no usable CUDA: gpu_request gave it no GPU;
+        # stop before torch or a model is touched instead of repeating the failure.
+        with open(marker, encoding="utf-8") as handle:
+            first = handle.read().strip()
+        message = (f"rule {snakemake.rule}: not retried: an earlier attempt of this job stopped with: {first} "
+                   f"(a new Snakemake run tries again; {marker} holds the message)")
+        logger.error(message)
+        raise DeviceError(message)
+    if os.path.exists(marker):
+        os.remove(marker)  # left by an earlier Snakemake run: this is a first attempt again
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     elif wanted:
@@ -94,7 +120,12 @@ def place_job(snakemake, logger: logging.Logger) -> str | None:
     try:
         chosen = select_device(device)
     except DeviceError as error:
-        # Stop before any model is loaded: seconds, not a CPU run until the time limit.
+        # Stop before any model is loaded: seconds, not a CPU run until the time limit. The marker
+        # makes Snakemake's retries of this job ask for no GPU and stop at once (gpu_request).
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        with open(marker, "w", encoding="utf-8") as handle:
+            handle.write(f"{error}\n")
+        logger.error("rule %s: %s", snakemake.rule, error)  # the rule's log file says why, too
         raise DeviceError(f"rule {snakemake.rule}: {error}") from None
     logger.info("device: %s (config device: %s, GPUs requested: %d, CUDA_VISIBLE_DEVICES=%s)", chosen, device,
                 wanted, os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))

@@ -225,6 +225,8 @@ def train_contrastive(encoder_path, train: pd.DataFrame, dev: pd.DataFrame | Non
     arguments = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=settings["epochs"],
+        # a size cap (the rehearsal's); -1: the full epochs
+        max_steps=int(settings.get("max_steps", -1)),
         per_device_train_batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"],
         # The notebooks: warmup_steps = ceil(steps * 0.3); a float in [0, 1) is a ratio here.
