@@ -443,3 +443,31 @@ def human_eval_results():
 def human_eval_targets():
     """Default targets besides the report: the sheets, once the feature is on."""
     return [f"{HUMAN_EVAL_DIR}/key.csv"] if HUMAN_EVAL else []
+
+
+def refuse_gated_downloads_before_gpu_jobs(log):
+    """Issue 13, item 2: a GPU run whose lm-eval tasks read gated data (GPQA in `leaderboard`)
+    without a Hugging Face token stops here, on the submit host before any job starts, naming the
+    task and the need; the download job would refuse too, but only once GPU jobs of independent
+    branches had started. Not in dry runs and not in jobs (Snakemake runs onstart in neither);
+    a CPU run (device: cpu, the rehearsal) leaves the refusal to the download job."""
+    if config["device"] == "cpu":
+        return
+    missing = [
+        task
+        for task in STOCK_LM_EVAL_TASKS
+        if not os.path.exists(f"{DOWNLOAD_CACHE}/manifests/lm_eval/{task}.json")
+    ]
+    if not missing:
+        return
+    from empathy_workflow import downloads
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager()
+    for task in missing:
+        try:
+            downloads.refuse_gated(
+                task, downloads.task_datasets(task, manager), downloads.hf_token()
+            )
+        except downloads.DownloadRefused as error:
+            raise WorkflowError(str(error)) from None
