@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -100,7 +101,17 @@ def endpoint_config(base_url: str, model: str, cache: str, **extra) -> dict:
             "backoff_s": 0.2, "max_backoff_s": 1.0, "timeout_s": 120.0, **extra}
 
 
-def test_llm_api_against_transformers_serve_survives_a_server_killed_mid_run(policy, workflow_dir, tmp_path):
+@pytest.fixture
+def leaves_the_tiny_run_as_it_was(workflow_dir):
+    """These tests add a method and a human evaluation to the shared tiny run (workflow_dir);
+    they take them away again, so that the tests of the tiny run's outputs see only its own."""
+    yield
+    for added in ("results/similarity/llm_api", "results/empo/human_eval", "results/cache/llm_api_test.jsonl"):
+        path = workflow_dir / added
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def test_llm_api_against_transformers_serve_survives_a_server_killed_mid_run(policy, workflow_dir, tmp_path, leaves_the_tiny_run_as_it_was):
     """End to end through Snakemake; the server dies part-way; the rerun pays only for the rest."""
     pairs = 3
     cache = workflow_dir / "results" / "cache" / "llm_api_test.jsonl"
@@ -156,7 +167,7 @@ def test_llm_api_against_transformers_serve_survives_a_server_killed_mid_run(pol
     assert (both.predicted == (both.score_ab + both.score_ba) / 2).all()
 
 
-def test_llm_judge_rule_rates_items_on_each_dimension(policy, workflow_dir, tmp_path):
+def test_llm_judge_rule_rates_items_on_each_dimension(policy, workflow_dir, tmp_path, leaves_the_tiny_run_as_it_was):
     """Rule empo_llm_judge on a hand-made items.csv (the contract of rule empo_human_sheets)."""
     items_dir = workflow_dir / "results" / "empo" / "human_eval"
     items_dir.mkdir(parents=True, exist_ok=True)
