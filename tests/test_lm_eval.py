@@ -59,20 +59,7 @@ def test_prompt_format_is_stock_mmlu(questions, tmp_path):
 
 def own_accuracy(model, tokenizer, contexts_and_answers) -> tuple[float, list[bool]]:
     """Accuracy by hand: the letter with the highest log-likelihood after the context."""
-    import torch
-
-    correct = []
-    for context, gold in contexts_and_answers:
-        scores = []
-        for letter in "ABCD":
-            context_ids = tokenizer.encode(context)
-            whole = tokenizer.encode(context + " " + letter)
-            assert whole[:len(context_ids)] == context_ids
-            with torch.inference_mode():
-                logits = model(torch.tensor([whole])).logits[0].log_softmax(-1)
-            scores.append(sum(float(logits[position - 1, whole[position]])
-                              for position in range(len(context_ids), len(whole))))
-        correct.append(max(range(4), key=scores.__getitem__) == gold)
+    correct = [own_answer(model, tokenizer, context)[1] == gold for context, gold in contexts_and_answers]
     return sum(correct) / len(correct), correct
 
 
