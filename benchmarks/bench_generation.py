@@ -21,18 +21,23 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow_scripts"))
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def ed_prompts(n: int, seed: int) -> list[list[dict]]:
     """`n` prompts from the shipped ED validation CSV, built as the workflow builds them."""
-    from empo_fixtures import ed_conversations
-    from empathy_workflow import preference
+    import importlib.util
 
-    records = preference.usable_conversations(ed_conversations())
-    chosen = preference.select_conversations(records, n, seed, salt="bench")
-    return [preference.prompt_messages(record) for record in chosen]
+    from empathy_workflow.empo import dialogues
+
+    # the tests' reader of the shipped release CSV (tests/empo_fixtures.py), loaded by path
+    spec = importlib.util.spec_from_file_location("empo_fixtures", REPO / "tests" / "empo_fixtures.py")
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    ed_conversations = fixtures.ed_conversations
+
+    records = dialogues.usable_conversations(ed_conversations())
+    chosen = dialogues.select_conversations(records, n, seed, salt="bench")
+    return [dialogues.prompt_messages(record) for record in chosen]
 
 
 def timed(function):
@@ -88,7 +93,7 @@ def main() -> None:
 
     import torch
 
-    from empathy_workflow import generation
+    from empathy_workflow.empo import generation
 
     torch.set_num_threads(args.threads)
     prompts = ed_prompts(args.prompts, args.seed)

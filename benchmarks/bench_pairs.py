@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
 
-from empathy_workflow import io, preference  # noqa: E402
+from empathy_workflow.core import io
+from empathy_workflow.empo import dialogues, emotions, preference_pairs
 
 WORDS = ("i feel really so that my friend work day family dog new car job happy sad afraid sorry "
          "to hear it was what did you do hope better soon great wow nice terrible awful").split()
@@ -30,7 +30,7 @@ def synthetic(n: int, seed: int = 0) -> list[dict]:
         for turn in range(rng.choice((4, 4, 4, 5, 6))):  # ED-like: mostly 4 turns, some end on the speaker
             text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30)))
             turns.append({"speaker_idx": turn % 2, "role": "speaker" if turn % 2 == 0 else "listener", "text": text})
-        records.append({"conv_id": f"syn:{index}", "emotion": rng.choice(preference.ED_EMOTIONS),
+        records.append({"conv_id": f"syn:{index}", "emotion": rng.choice(dialogues.ED_EMOTIONS),
                         "situation": "", "turns": turns})
     return records
 
@@ -42,15 +42,15 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="a model folder: token lengths + 95th percentile filter")
     args = parser.parse_args()
     records = synthetic(args.conversations)
-    mapping = preference.read_mapping(preference.named_mapping_path("plutchik"))
+    mapping = emotions.read_mapping(emotions.named_mapping_path("plutchik"))
     token_length, percentile = None, None
     if args.tokenizer:
         from transformers import AutoTokenizer
 
-        token_length = preference.tokenizer_lengths(AutoTokenizer.from_pretrained(args.tokenizer))
+        token_length = preference_pairs.tokenizer_lengths(AutoTokenizer.from_pretrained(args.tokenizer))
         percentile = 95
     start = time.perf_counter()
-    pairs, stats = preference.build_pairs(records, mapping, rejected_per_prompt=args.rejected, seed=42,
+    pairs, stats = preference_pairs.build_pairs(records, mapping, rejected_per_prompt=args.rejected, seed=42,
                                           token_length=token_length, length_percentile=percentile, split="train")
     built = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,6 @@
 import hashlib
 import os
 import re
-import sys
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -10,24 +9,20 @@ min_version("9.0")
 
 REPO = Path(workflow.basedir)
 SCRIPTS = REPO / "workflow_scripts"
-# Rule scripts import the shared library (workflow_scripts/empathy_workflow); jobs inherit this,
-# locally and on cluster nodes alike.
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(
-        p for p in (str(SCRIPTS), os.environ.get("PYTHONPATH", "")) if p
-    )
-)
+# The library (workflow_scripts/empathy_workflow) is an installed package (`make setup`:
+# pip install -e .); jobs run in the same environment, or in a conda env / container that
+# installs it too (envs/*.post-deploy.sh read this variable; envs/empathy.def).
+os.environ["EMPATHY_WORKFLOW_REPO"] = str(REPO)
 # Idle OpenMP threads sleep instead of spinning: on shared cores spinning made torch 10x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # One string-hash seed for every job: bert-score orders sentences through a set, so with Python's
 # per-process hash seed its batches, padding and float sums (1e-9) changed from run to run.
 os.environ.setdefault("PYTHONHASHSEED", "0")
-sys.path.insert(0, str(SCRIPTS))
 
-from empathy_workflow.config import ConfigError, resolve_path, validate_config
-from empathy_workflow.preference_runs import resolve_runs
-from empathy_workflow.downloads import is_remote, offline_environment
-from empathy_workflow.runtime import device_error_marker
+from empathy_workflow.core.config import ConfigError, resolve_path, validate_config
+from empathy_workflow.core.grids import resolve_runs
+from empathy_workflow.core.downloads import is_remote, offline_environment
+from empathy_workflow.core.runtime import device_error_marker
 
 try:
     validate_config(config, REPO / "schemas" / "config.schema.yaml", REPO)
@@ -392,8 +387,8 @@ HUMAN_EVAL_CONFIG = config["empo"].get("human_eval")
 HUMAN_EVAL = None
 HUMAN_EVAL_DIR = "results/empo/human_eval"
 if HUMAN_EVAL_CONFIG:
-    from empathy_workflow.human_eval import resolve_settings as _human_eval_settings
-    from empathy_workflow.io import InputError as _InputError
+    from empathy_workflow.empo.human_eval import resolve_settings as _human_eval_settings
+    from empathy_workflow.core.io import InputError as _InputError
 
     try:
         HUMAN_EVAL = _human_eval_settings(HUMAN_EVAL_CONFIG, EMPO_MODELS)
@@ -403,7 +398,7 @@ if HUMAN_EVAL_CONFIG:
     # the results, which a folder's own timestamp would not show.
     HUMAN_EVAL_RATINGS = []
     if HUMAN_EVAL_CONFIG.get("ratings") is not None:
-        from empathy_workflow.human_eval_ratings import rating_files as _rating_files
+        from empathy_workflow.empo.human_eval_ratings import rating_files as _rating_files
 
         try:
             HUMAN_EVAL_RATINGS = [

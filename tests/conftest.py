@@ -1,4 +1,4 @@
-"""Shared test set-up: the library on sys.path, the repository's paths, and a way to run the
+"""Shared test set-up: the repository's paths, and a way to run the
 workflow in a scratch directory (so tests never touch the user's results/)."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow_scripts"))
 RESOURCES = REPO / "resources" / "data"
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 

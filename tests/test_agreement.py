@@ -14,8 +14,11 @@ import pytest
 import yaml
 from conftest import RESOURCES, snakemake
 
-from empathy_workflow import agreement
-from empathy_workflow.io import InputError
+from empathy_workflow.agreement import aggregate
+from empathy_workflow.core import ratings
+from empathy_workflow.core import reliability
+from empathy_workflow.core import stats
+from empathy_workflow.core.io import InputError
 
 SCALE = {"min": 1.0, "max": 4.0}
 NO_BOOT = {"bootstrap": 0, "confidence": 0.95}
@@ -80,19 +83,19 @@ def random_ratings(seed: int, annotators: int = 4, items: int = 40, missing: flo
 # Krippendorff's alpha
 
 
-@pytest.mark.parametrize("level", agreement.LEVELS)
+@pytest.mark.parametrize("level", stats.LEVELS)
 def test_alpha_textbook_example_with_missing_values(level):
-    value = agreement.krippendorff_alpha(TEXTBOOK, level)
+    value = stats.krippendorff_alpha(TEXTBOOK, level)
     assert value == pytest.approx(reference_alpha(TEXTBOOK, level), abs=1e-12)
     assert round(value, 3) == PUBLISHED[level]
 
 
-@pytest.mark.parametrize("level", agreement.LEVELS)
+@pytest.mark.parametrize("level", stats.LEVELS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_alpha_half_point_ratings_with_missing_values(level, seed):
     matrix = random_ratings(seed)
     assert np.isnan(matrix).any()
-    results, _ = agreement.analyse(long_frame(matrix), SCALE, NO_BOOT, seed=0)
+    results, _ = reliability.analyse(long_frame(matrix), SCALE, NO_BOOT, seed=0)
     # Items rated once drop out of alpha by definition; the analysis excludes them explicitly.
     assert results["empathy"]["krippendorff_alpha"][level] == pytest.approx(reference_alpha(matrix, level), abs=1e-12)
 
@@ -104,8 +107,8 @@ def test_unused_scale_values_change_neither_nominal_nor_ordinal_alpha():
     observed = np.unique(matrix[~np.isnan(matrix)])
     assert 2.5 not in observed
     for level in ("nominal", "ordinal"):
-        assert agreement.krippendorff_alpha(matrix, level, observed) == pytest.approx(
-            agreement.krippendorff_alpha(matrix, level, full), abs=1e-12)
+        assert stats.krippendorff_alpha(matrix, level, observed) == pytest.approx(
+            stats.krippendorff_alpha(matrix, level, full), abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,8 +117,8 @@ def test_unused_scale_values_change_neither_nominal_nor_ordinal_alpha():
 
 def test_perfect_agreement_gives_one_everywhere():
     matrix = np.array([[1, 2, 3, 4, 2.5, 1.5]] * 3, dtype=float)
-    result = agreement.analyse(long_frame(matrix), SCALE, NO_BOOT, seed=0)[0]["empathy"]
-    for level in agreement.LEVELS:
+    result = reliability.analyse(long_frame(matrix), SCALE, NO_BOOT, seed=0)[0]["empathy"]
+    for level in stats.LEVELS:
         assert result["krippendorff_alpha"][level] == pytest.approx(1.0)
     for key in ("mean_pairwise_pearson", "mean_pairwise_spearman", "mean_pairwise_cohen_kappa",
                 "quadratic_weighted_kappa"):
@@ -128,7 +131,7 @@ def test_perfect_agreement_gives_one_everywhere():
 
 def test_round_half_up_is_not_bankers_rounding():
     assert np.round(2.5) == 2.0  # numpy: half to even, the trap
-    assert agreement.round_half_up([2.5, 1.5, 3.5, 0.5, 2.4, 2.6, 1.0]).tolist() == [3, 2, 4, 1, 2, 3, 1]
+    assert stats.round_half_up([2.5, 1.5, 3.5, 0.5, 2.4, 2.6, 1.0]).tolist() == [3, 2, 4, 1, 2, 3, 1]
 
 
 def test_cohen_kappa_two_by_two_by_hand():
@@ -136,23 +139,23 @@ def test_cohen_kappa_two_by_two_by_hand():
     # p_o = 35/50 = .7; p_e = .5*.6 + .5*.4 = .5; kappa = (.7 - .5) / (1 - .5) = .4
     x = np.array([1] * 20 + [1] * 5 + [0] * 10 + [0] * 15, dtype=float)
     y = np.array([1] * 20 + [0] * 5 + [1] * 10 + [0] * 15, dtype=float)
-    assert agreement.cohen_kappa(x, y) == pytest.approx(0.4)
+    assert reliability.cohen_kappa(x, y) == pytest.approx(0.4)
 
 
 def test_cohen_kappa_rounds_half_points_up_first():
     # 2.5 -> 3 and 3 agree after rounding; 1.5 -> 2 and 2 agree: every pair agrees.
     x = np.array([2.5, 1.5, 4.0, 1.0])
     y = np.array([3.0, 2.0, 4.0, 1.0])
-    assert agreement.rounded_cohen_kappa(x, y) == pytest.approx(1.0)
+    assert reliability.rounded_cohen_kappa(x, y) == pytest.approx(1.0)
     # Banker's rounding would send 2.5 to 2, disagreeing with 3: kappa < 1.
-    assert agreement.cohen_kappa(np.round(x), np.round(y)) < 1.0
+    assert reliability.cohen_kappa(np.round(x), np.round(y)) < 1.0
 
 
 def test_quadratic_weighted_kappa_by_hand():
     # observed mean squared difference (0 + 1 + 0)/3 = 1/3; expected over all 9 cross pairs
     # (x_i - y_j)^2: x=1 -> 0+4+4, x=2 -> 1+1+1, x=3 -> 4+0+0: 15/9. QWK = 1 - (1/3)/(5/3) = 0.8
     x, y = np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 3.0])
-    assert agreement.quadratic_weighted_kappa(x, y) == pytest.approx(0.8)
+    assert reliability.quadratic_weighted_kappa(x, y) == pytest.approx(0.8)
 
 
 def test_quadratic_weighted_kappa_matches_sklearn_on_integer_categories():
@@ -162,16 +165,16 @@ def test_quadratic_weighted_kappa_matches_sklearn_on_integer_categories():
     x = rng.integers(1, 5, 60).astype(float)
     y = np.clip(x + rng.integers(-1, 2, 60), 1, 4)
     expected = cohen_kappa_score(x, y, weights="quadratic", labels=[1, 2, 3, 4])
-    assert agreement.quadratic_weighted_kappa(x, y) == pytest.approx(expected)
+    assert reliability.quadratic_weighted_kappa(x, y) == pytest.approx(expected)
 
 
 def test_pearson_and_spearman_by_hand():
     x, y = np.array([1.0, 2, 3, 4]), np.array([1.0, 3, 2, 4])
     # rho = 1 - 6 * sum(d^2) / (n (n^2 - 1)) = 1 - 6*2/60 = 0.8; ranks equal values, so r = 0.8 too
-    assert agreement.spearman(x, y) == pytest.approx(0.8)
-    assert agreement.pearson(x, y) == pytest.approx(0.8)
+    assert stats.spearman(x, y) == pytest.approx(0.8)
+    assert stats.pearson(x, y) == pytest.approx(0.8)
     # ties share their mean rank
-    assert agreement.spearman(np.array([1.0, 1, 2]), np.array([1.0, 2, 3])) == pytest.approx(math.sqrt(3) / 2)
+    assert stats.spearman(np.array([1.0, 1, 2]), np.array([1.0, 2, 3])) == pytest.approx(math.sqrt(3) / 2)
 
 
 def test_pairwise_means_use_items_both_annotators_rated():
@@ -180,7 +183,7 @@ def test_pairwise_means_use_items_both_annotators_rated():
         [1, 3, 2, 4, 4],
         [N, 2, 3, 4, 1],
     ])
-    result = agreement.analyse(long_frame(matrix), SCALE, NO_BOOT, seed=0)[0]["empathy"]
+    result = reliability.analyse(long_frame(matrix), SCALE, NO_BOOT, seed=0)[0]["empathy"]
     expected = []
     for a, b in itertools.combinations(range(3), 2):
         both = ~np.isnan(matrix[a]) & ~np.isnan(matrix[b])
@@ -192,7 +195,7 @@ def test_pairwise_means_use_items_both_annotators_rated():
 
 def test_leave_one_out_and_spearman_brown():
     matrix = random_ratings(7, annotators=4, items=30, missing=0.0)
-    result = agreement.analyse(long_frame(matrix), SCALE, NO_BOOT, seed=0)[0]["empathy"]
+    result = reliability.analyse(long_frame(matrix), SCALE, NO_BOOT, seed=0)[0]["empathy"]
     ceiling = result["human_ceiling"]
     for i, name in enumerate(result["annotators"]):
         others = np.delete(matrix, i, axis=0).mean(axis=0)
@@ -200,8 +203,8 @@ def test_leave_one_out_and_spearman_brown():
     r = result["mean_pairwise_pearson"]
     assert ceiling["reliability_of_mean"] == pytest.approx(4 * r / (1 + 3 * r))
     assert ceiling["expected_correlation"] == pytest.approx(math.sqrt(4 * r / (1 + 3 * r)))
-    assert agreement.spearman_brown(0.5, 4) == pytest.approx(0.8)
-    assert ceiling["method"] == agreement.CEILING_METHOD and "Spearman-Brown" in ceiling["method"]
+    assert reliability.spearman_brown(0.5, 4) == pytest.approx(0.8)
+    assert ceiling["method"] == reliability.CEILING_METHOD and "Spearman-Brown" in ceiling["method"]
 
 
 def test_human_ceiling_predicts_true_score_correlation_in_simulation():
@@ -210,12 +213,12 @@ def test_human_ceiling_predicts_true_score_correlation_in_simulation():
     rng = np.random.default_rng(11)
     truth = rng.normal(size=3000)
     matrix = np.round(2 * (truth + rng.normal(scale=1.2, size=(5, 3000)))) / 2  # a half-point scale
-    predicted = agreement.point_statistics(matrix, np.unique(matrix))["human_ceiling.expected_correlation"]
+    predicted = reliability.point_statistics(matrix, np.unique(matrix))["human_ceiling.expected_correlation"]
     actual = np.corrcoef(truth, matrix.mean(axis=0))[0, 1]
     assert predicted == pytest.approx(actual, abs=0.02)
-    splits = agreement.half_splits(5, rng)
+    splits = reliability.half_splits(5, rng)
     assert len(splits) == 10
-    half = agreement.ceiling_from_reliability(agreement.spearman_brown(agreement.split_half(matrix, splits), 2))
+    half = reliability.ceiling_from_reliability(reliability.spearman_brown(reliability.split_half(matrix, splits), 2))
     assert half == pytest.approx(actual, abs=0.03)
 
 
@@ -231,39 +234,39 @@ def test_off_scale_score_is_an_error_naming_the_row():
     frame = base_frame()
     frame.loc[4, "score"] = 5.0
     with pytest.raises(InputError, match=r"ratings.csv: row 6, column 'score': 5.0 is off the scale"):
-        agreement.validate_ratings(frame, SCALE, "ratings.csv")
+        ratings.validate_ratings(frame, SCALE, "ratings.csv")
 
 
 def test_non_numeric_score_is_an_error():
     frame = base_frame().astype({"score": object})
     frame.loc[2, "score"] = "high"
     with pytest.raises(InputError, match=r"row 4, column 'score': 'high' is not a number"):
-        agreement.validate_ratings(frame, SCALE, "ratings.csv")
+        ratings.validate_ratings(frame, SCALE, "ratings.csv")
 
 
 def test_aspect_with_one_annotator_is_an_error():
     frame = pd.concat([base_frame(), long_frame(np.array([[1.0, 2, 3]]), aspect="event")])
     with pytest.raises(InputError, match=r"aspect 'event' is rated by 1 annotator\(s\) \(a0\)"):
-        agreement.validate_ratings(frame, SCALE, "ratings.csv")
+        ratings.validate_ratings(frame, SCALE, "ratings.csv")
 
 
 def test_duplicate_rows_are_an_error_naming_them():
     frame = base_frame()
     frame = pd.concat([frame, frame.iloc[[3]]], ignore_index=True)
     with pytest.raises(InputError, match=r"1 duplicate|2 duplicate"):
-        agreement.validate_ratings(frame, SCALE, "ratings.csv")
+        ratings.validate_ratings(frame, SCALE, "ratings.csv")
     with pytest.raises(InputError, match=r"rows 5, 14: item 'i3', annotator 'a0'"):
-        agreement.validate_ratings(frame, SCALE, "ratings.csv")
+        ratings.validate_ratings(frame, SCALE, "ratings.csv")
 
 
 def test_missing_column_is_an_error():
     with pytest.raises(InputError, match=r"lacks column\(s\) 'annotator'"):
-        agreement.validate_ratings(base_frame().drop(columns="annotator"), SCALE, "ratings.csv")
+        ratings.validate_ratings(base_frame().drop(columns="annotator"), SCALE, "ratings.csv")
 
 
 def test_constant_ratings_are_an_error():
     with pytest.raises(InputError, match="every rating is 2.0"):
-        agreement.validate_ratings(long_frame(np.full((3, 4), 2.0)), SCALE, "ratings.csv")
+        ratings.validate_ratings(long_frame(np.full((3, 4), 2.0)), SCALE, "ratings.csv")
 
 
 def test_items_with_fewer_than_two_ratings_are_excluded_counted_and_logged(caplog):
@@ -272,7 +275,7 @@ def test_items_with_fewer_than_two_ratings_are_excluded_counted_and_logged(caplo
     frame = pd.concat([frame, pd.DataFrame([{"item_id": "i0", "annotator": "a3", "aspect": "empathy",
                                              "score": None}])], ignore_index=True)
     with caplog.at_level(logging.WARNING):
-        result = agreement.analyse(frame, SCALE, NO_BOOT, seed=0, source="toy.csv")[0]["empathy"]
+        result = reliability.analyse(frame, SCALE, NO_BOOT, seed=0, source="toy.csv")[0]["empathy"]
     assert result["n_items"] == 4
     assert result["excluded"]["items_fewer_than_two_ratings"] == 2
     assert result["excluded"]["ratings_of_excluded_items"] == 2
@@ -286,7 +289,7 @@ def test_undefined_pair_is_counted_not_silent(caplog):
     # a0 and a2 share one item only: their pair is undefined and counted; the rest still works.
     matrix = np.array([[1, 2, 3, N, N], [1, 3, 3, 4, 2], [N, N, 4, 4, 1]], dtype=float)
     with caplog.at_level(logging.WARNING):
-        result = agreement.analyse(long_frame(matrix), SCALE, NO_BOOT, seed=0)[0]["empathy"]
+        result = reliability.analyse(long_frame(matrix), SCALE, NO_BOOT, seed=0)[0]["empathy"]
     assert result["excluded"]["annotator_pairs_undefined"]["pearson"] == 1
     assert result["pairwise"]["pearson"]["a0"]["a2"] is None
     assert result["mean_pairwise_pearson"] is not None
@@ -300,12 +303,12 @@ def test_undefined_pair_is_counted_not_silent(caplog):
 def test_bootstrap_is_deterministic_for_a_seed_and_brackets_the_estimate():
     frame = long_frame(random_ratings(4, items=60))
     settings = {"bootstrap": 60, "confidence": 0.9}
-    first = agreement.analyse(frame, SCALE, settings, seed=1)[0]["empathy"]
-    again = agreement.analyse(frame, SCALE, settings, seed=1)[0]["empathy"]
-    other = agreement.analyse(frame, SCALE, settings, seed=2)[0]["empathy"]
+    first = reliability.analyse(frame, SCALE, settings, seed=1)[0]["empathy"]
+    again = reliability.analyse(frame, SCALE, settings, seed=1)[0]["empathy"]
+    other = reliability.analyse(frame, SCALE, settings, seed=2)[0]["empathy"]
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
     assert first["ci"] != other["ci"]
-    for level in agreement.LEVELS:
+    for level in stats.LEVELS:
         low, high = first["ci"]["krippendorff_alpha"][level]
         assert low < first["krippendorff_alpha"][level] < high
     low, high = first["ci"]["mean_pairwise_pearson"]
@@ -327,11 +330,11 @@ def reference_expanded_percentile(matrix: np.ndarray, resamples: int, confidence
 
     rng = np.random.default_rng([seed, zlib.crc32(aspect.encode("utf-8"))])
     n = matrix.shape[1]
-    draws = {level: [] for level in agreement.LEVELS}
+    draws = {level: [] for level in stats.LEVELS}
     for _ in range(resamples):
         columns = rng.integers(0, n, size=n)
         sample = matrix[:, columns]
-        for level in agreement.LEVELS:
+        for level in stats.LEVELS:
             draws[level].append(reference_alpha(sample, level))
     tail = norm.cdf(-math.sqrt(n / (n - 1)) * t.ppf(1 - (1 - confidence) / 2, n - 1))
     return {level: (np.quantile(values, tail), np.quantile(values, 1 - tail)) for level, values in draws.items()}
@@ -343,9 +346,9 @@ def test_alpha_intervals_match_a_reference_bootstrap():
     plain or mistaken tail, or a swapped quantile shows."""
     matrix = random_ratings(11, annotators=4, items=30, missing=0.1)
     domain = np.arange(1.0, 4.5, 0.5)
-    library = agreement.bootstrap(matrix, domain, 150, 0.9, 5, "empathy")["intervals"]
+    library = reliability.bootstrap(matrix, domain, 150, 0.9, 5, "empathy")["intervals"]
     reference = reference_expanded_percentile(matrix, 150, 0.9, 5, "empathy")
-    for level in agreement.LEVELS:
+    for level in stats.LEVELS:
         assert library[f"krippendorff_alpha.{level}"] == pytest.approx(reference[level], abs=1e-9), level
 
 
@@ -362,12 +365,12 @@ def test_alpha_interval_coverage_on_simulated_raters():
     0.85-0.95 with 95% probability). Too narrow or too wide intervals show (resamples of half the
     items: 0.967)."""
     domain = np.arange(1.0, 5.0)
-    truth = agreement.krippendorff_alpha(simulated_raters(np.random.default_rng(123), 100_000), "interval", domain)
+    truth = stats.krippendorff_alpha(simulated_raters(np.random.default_rng(123), 100_000), "interval", domain)
     assert truth == pytest.approx(0.603, abs=0.005)
     rng = np.random.default_rng(7)
     covered = []
     for replication in range(COVERAGE_REPLICATIONS):
-        interval = agreement.bootstrap(simulated_raters(rng, 20), domain, 40, 0.9, replication,
+        interval = reliability.bootstrap(simulated_raters(rng, 20), domain, 40, 0.9, replication,
                                        "empathy")["intervals"]["krippendorff_alpha.interval"]
         covered.append(interval[0] <= truth <= interval[1])
     coverage = float(np.mean(covered))
@@ -392,7 +395,7 @@ def urdu_long() -> pd.DataFrame:
 
 def test_real_urdu_ratings():
     frame, raw = urdu_long()
-    results, _ = agreement.analyse(frame, SCALE, {"bootstrap": 20, "confidence": 0.95}, seed=42)
+    results, _ = reliability.analyse(frame, SCALE, {"bootstrap": 20, "confidence": 0.95}, seed=42)
     assert sorted(results) == ["emotion", "empathy", "event"]
     for aspect, result in results.items():
         excluded = result["excluded"]["items_fewer_than_two_ratings"]
@@ -414,14 +417,14 @@ def test_real_urdu_ratings():
 def test_aggregate_analysis_on_small_cases():
     frame = pd.DataFrame({"empathy": [1.0, 2, 3, 4, 2.5], "event": [1.0, 1, 2, 3, 2],
                           "gpt_score": [1, 2, 3, 5, 2], "label": [0, 0, 1, 1, 0]})
-    result = agreement.aggregate_analysis(frame, ["empathy", "event"], "gpt_score", SCALE,
+    result = aggregate.aggregate_analysis(frame, ["empathy", "event"], "gpt_score", SCALE,
                                           {"bootstrap": 10, "confidence": 0.95}, 0, "toy", "toy")
     agree = result["human_vs_gpt"]["empathy"]
     assert agree["pearson"] == pytest.approx(np.corrcoef(frame["empathy"], frame["gpt_score"])[0, 1])
     assert agree["krippendorff_alpha_interval"] is None and "outside the human scale" in agree["alpha_note"]
     assert result["distributions"]["label"]["counts"] == {"0": 3, "1": 2}
     on_scale = frame.assign(gpt_score=[1, 2, 3, 4, 2])
-    result = agreement.aggregate_analysis(on_scale, ["empathy"], "gpt_score", SCALE, NO_BOOT, 0, "toy", "toy")
+    result = aggregate.aggregate_analysis(on_scale, ["empathy"], "gpt_score", SCALE, NO_BOOT, 0, "toy", "toy")
     expected = reference_alpha(np.vstack([on_scale["empathy"], on_scale["gpt_score"]]).astype(float), "interval")
     assert result["human_vs_gpt"]["empathy"]["krippendorff_alpha_interval"] == pytest.approx(expected)
 
@@ -445,7 +448,7 @@ def test_user_declared_dataset_end_to_end(tmp_path):
     assert result["warmth"]["n_items"] == expected_items
     assert result["warmth"]["excluded"]["items_fewer_than_two_ratings"] == 25 - expected_items
     kept = matrix[:, (~np.isnan(matrix)).sum(axis=0) >= 2]
-    for level in agreement.LEVELS:
+    for level in stats.LEVELS:
         assert result["warmth"]["krippendorff_alpha"][level] == pytest.approx(reference_alpha(kept, level))
         assert len(result["warmth"]["ci"]["krippendorff_alpha"][level]) == 2
     assert (tmp_path / "results/agreement/toy/agreement.md").read_text().startswith("# Annotator agreement: toy")

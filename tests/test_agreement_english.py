@@ -15,8 +15,10 @@ from conftest import REPO, RESOURCES, snakemake
 from sklearn.metrics import cohen_kappa_score
 from test_agreement import NO_BOOT, SCALE, reference_alpha, urdu_long
 
-from empathy_workflow import agreement, cross_culture
-from empathy_workflow.io import InputError
+from empathy_workflow.agreement import cross_culture, tables
+from empathy_workflow.core import reliability
+from empathy_workflow.core import stats
+from empathy_workflow.core.io import InputError
 
 ENGLISH = RESOURCES / "english_reannotation" / "ratings.csv"
 # The six annotators of the authors' first notebook (agrement_score.ipynb) are these of the eight.
@@ -40,7 +42,7 @@ def compare_as() -> dict:
 
 @pytest.fixture(scope="module")
 def english_results():
-    return agreement.analyse(english_long(), SCALE, NO_BOOT, seed=42)[0]
+    return reliability.analyse(english_long(), SCALE, NO_BOOT, seed=42)[0]
 
 
 def test_english_figures_by_hand(english_results):
@@ -68,7 +70,7 @@ def test_english_figures_by_hand(english_results):
     # interval alpha on a subset (the first notebook's six annotators): the krippendorff package on
     # the reliability data and the coincidence-matrix definition agree with ours and with the notebook
     subset = frame[frame["annotator"].isin(SIX)]
-    ours = agreement.analyse(subset[subset["aspect"] == "summary_empathy"], SCALE, NO_BOOT, 42)[0]
+    ours = reliability.analyse(subset[subset["aspect"] == "summary_empathy"], SCALE, NO_BOOT, 42)[0]
     matrix = wide(subset, "summary_empathy").to_numpy(float)
     package = krippendorff.alpha(reliability_data=matrix, level_of_measurement="interval")
     assert ours["summary_empathy"]["krippendorff_alpha"]["interval"] == pytest.approx(package, abs=1e-12)
@@ -78,10 +80,10 @@ def test_english_figures_by_hand(english_results):
 
 def test_ten_items_get_expanded_intervals():
     # tail probability Phi(-sqrt(10/9) * t(9, 0.975)) = Phi(-1.05409 * 2.26216) = Phi(-2.3845)
-    assert agreement.expanded_tail(10, 0.95) == pytest.approx(0.00855, abs=2e-5)
-    assert agreement.expanded_tail(291, 0.95) == pytest.approx(0.0243, abs=1e-4)
+    assert stats.expanded_tail(10, 0.95) == pytest.approx(0.00855, abs=2e-5)
+    assert stats.expanded_tail(291, 0.95) == pytest.approx(0.0243, abs=1e-4)
     part = english_long().query("aspect == 'full_event'")
-    result = agreement.analyse(part, SCALE, {"bootstrap": 200, "confidence": 0.95}, seed=42)[0]["full_event"]
+    result = reliability.analyse(part, SCALE, {"bootstrap": 200, "confidence": 0.95}, seed=42)[0]["full_event"]
     assert result["bootstrap"]["tail_probability"] == pytest.approx(0.00855, abs=2e-5)
     low, high = result["ci"]["krippendorff_alpha"]["interval"]
     assert low < result["krippendorff_alpha"]["interval"] < high and high - low > 0.4
@@ -92,7 +94,7 @@ def test_undefined_statistic_is_null_with_its_reason():
     # three annotators who each give one value only: no Pearson for any pair, yet alpha exists
     frame = pd.DataFrame([{"item_id": f"i{i}", "annotator": f"a{a}", "aspect": "empathy", "score": float(a)}
                           for a in (1, 2, 3) for i in range(6)])
-    result = agreement.analyse(frame, SCALE, {"bootstrap": 20, "confidence": 0.95}, seed=0)[0]["empathy"]
+    result = reliability.analyse(frame, SCALE, {"bootstrap": 20, "confidence": 0.95}, seed=0)[0]["empathy"]
     assert result["mean_pairwise_pearson"] is None and result["mean_pairwise_spearman"] is None
     assert "undefined for all 3 annotator pairs" in result["undefined"]["mean_pairwise_pearson"]
     assert result["human_ceiling"]["expected_correlation"] is None
@@ -100,13 +102,13 @@ def test_undefined_statistic_is_null_with_its_reason():
     assert result["ci"]["mean_pairwise_pearson"] is None  # no interval around an undefined estimate
     assert result["krippendorff_alpha"]["interval"] < 0
     json.dumps(result, allow_nan=False)  # null, never NaN
-    assert "Undefined statistics" in agreement.agreement_markdown("toy", {"empathy": result})
+    assert "Undefined statistics" in tables.agreement_markdown("toy", {"empathy": result})
 
     # two items: Pearson exists (1.0), but half the resamples draw one item twice, leaving each
     # rater constant; an interval over the other half would pretend the statistic always exists
     frame = pd.DataFrame([{"item_id": f"i{i}", "annotator": a, "aspect": "empathy", "score": float(i + 1)}
                           for a in ("a", "b") for i in range(2)])
-    result = agreement.analyse(frame, SCALE, {"bootstrap": 40, "confidence": 0.95}, seed=0)[0]["empathy"]
+    result = reliability.analyse(frame, SCALE, {"bootstrap": 40, "confidence": 0.95}, seed=0)[0]["empathy"]
     assert result["mean_pairwise_pearson"] == pytest.approx(1.0)
     assert result["ci"]["mean_pairwise_pearson"] is None
     assert "of 40 resamples (more than 10%)" in result["undefined"]["ci.mean_pairwise_pearson"]
@@ -118,18 +120,18 @@ def test_vectorised_pairs_equal_the_per_pair_functions():
         matrix = rng.choice([1, 1.2, 1.5, 2, 2.2, 2.5, 3, 3.5, 4], size=(rng.integers(2, 9), rng.integers(2, 12)))
         if trial % 3 == 0:
             matrix[0] = 2.0  # a constant rater: undefined pairs
-        for name, function in agreement.PAIR_FUNCTIONS.items():
-            slow, slow_skipped = agreement.pairwise(matrix, function)
-            fast, fast_skipped = agreement.pairwise_complete(matrix, name)
+        for name, function in reliability.PAIR_FUNCTIONS.items():
+            slow, slow_skipped = reliability.pairwise(matrix, function)
+            fast, fast_skipped = reliability.pairwise_complete(matrix, name)
             assert fast_skipped == slow_skipped
             np.testing.assert_allclose(fast, slow, atol=1e-12, equal_nan=True)
-        loo = agreement.leave_one_out_complete(matrix)
-        np.testing.assert_allclose(loo[0], agreement.leave_one_out(matrix, agreement.pearson), equal_nan=True)
-        np.testing.assert_allclose(loo[1], agreement.leave_one_out(matrix, agreement.spearman), equal_nan=True)
+        loo = reliability.leave_one_out_complete(matrix)
+        np.testing.assert_allclose(loo[0], reliability.leave_one_out(matrix, stats.pearson), equal_nan=True)
+        np.testing.assert_allclose(loo[1], reliability.leave_one_out(matrix, stats.spearman), equal_nan=True)
 
 
 def test_cross_culture_table_has_both_languages(english_results):
-    urdu = agreement.analyse(urdu_long()[0], SCALE, NO_BOOT, seed=42)[0]
+    urdu = reliability.analyse(urdu_long()[0], SCALE, NO_BOOT, seed=42)[0]
     results = {"urdu_stories": urdu, "english_reannotation": english_results}
     languages = {"urdu_stories": "ur", "english_reannotation": "en"}
     summary = cross_culture.cross_culture(results, languages, compare_as())
@@ -161,7 +163,7 @@ def test_default_config_writes_english_agreement_and_both_languages(tmp_path):
     english = json.loads((tmp_path / "results/agreement/english_reannotation/agreement.json").read_text())
     assert len(english) == 10
     for result in english.values():  # the INTERFACE keys
-        assert set(result["krippendorff_alpha"]) == set(agreement.LEVELS)
+        assert set(result["krippendorff_alpha"]) == set(stats.LEVELS)
         for key in ("mean_pairwise_pearson", "mean_pairwise_spearman", "mean_pairwise_cohen_kappa", "ci"):
             assert key in result
         assert (result["n_items"], result["n_annotators"]) == (10, 8)

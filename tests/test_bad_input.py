@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from conftest import RESOURCES, snakemake
-from empathy_workflow import data
-from empathy_workflow.io import InputError
+from empathy_workflow.empo import dialogues, epitome_data, lexicons, mmlu
+from empathy_workflow.similarity import stories
+from empathy_workflow.core.io import InputError
 
 ES_DEV = RESOURCES / "empathic_stories" / "PAIRS_dev.csv"
 URDU_A = RESOURCES / "urdu_stories" / "Urdu_Dataset_Annotation.csv"
@@ -55,7 +56,7 @@ def test_es_truncated_inside_a_quoted_story(tmp_path):
     text = ES_DEV.read_text(encoding="utf-8")
     broken = tmp_path / "PAIRS_dev.csv"
     broken.write_text(text[: len(text) // 2], encoding="utf-8")  # ends inside a quoted story
-    fails(lambda: data.load_empathic_stories(broken, "dev"), broken, "malformed", "EOF inside string")
+    fails(lambda: stories.load_empathic_stories(broken, "dev"), broken, "malformed", "EOF inside string")
 
 
 def test_es_truncated_row_is_missing_its_scores(tmp_path):
@@ -63,13 +64,13 @@ def test_es_truncated_row_is_missing_its_scores(tmp_path):
     # The last (third) row loses its final four fields, the numeric scores: no quote left open.
     broken = tmp_path / "PAIRS_dev.csv"
     broken.write_text(text.rstrip("\n").rsplit(",", 4)[0] + "\n", encoding="utf-8")
-    fails(lambda: data.load_empathic_stories(broken, "dev"), broken, "row 4", "similarity_", "not a number")
+    fails(lambda: stories.load_empathic_stories(broken, "dev"), broken, "row 4", "similarity_", "not a number")
 
 
 def test_es_missing_column(tmp_path):
     broken = tmp_path / "PAIRS_dev.csv"
     pd.read_csv(ES_DEV).drop(columns=["similarity_empathy_human_AGG"]).to_csv(broken, index=False)
-    fails(lambda: data.load_empathic_stories(broken, "dev"), broken, "lacks column", "similarity_empathy_human_AGG")
+    fails(lambda: stories.load_empathic_stories(broken, "dev"), broken, "lacks column", "similarity_empathy_human_AGG")
 
 
 def test_es_score_off_the_scale(tmp_path):
@@ -77,7 +78,7 @@ def test_es_score_off_the_scale(tmp_path):
     frame.loc[6, "similarity_event_human_AGG"] = 5.0
     broken = tmp_path / "PAIRS_dev.csv"
     frame.to_csv(broken, index=False)
-    fails(lambda: data.load_empathic_stories(broken, "dev"), broken, "row 8", "similarity_event_human_AGG",
+    fails(lambda: stories.load_empathic_stories(broken, "dev"), broken, "row 8", "similarity_event_human_AGG",
           r"off the scale \[1.0, 4.0\]")
 
 
@@ -85,14 +86,14 @@ def test_es_extra_field_in_a_row(tmp_path):
     text = pd.read_csv(ES_DEV).iloc[:5].to_csv(index=False).rstrip("\n")
     broken = tmp_path / "PAIRS_dev.csv"
     broken.write_text(text + ",surplus\n", encoding="utf-8")  # the last row has a 15th field
-    fails(lambda: data.load_empathic_stories(broken, "dev"), broken, "malformed", "Expected 14 fields")
+    fails(lambda: stories.load_empathic_stories(broken, "dev"), broken, "malformed", "Expected 14 fields")
 
 
 @pytest.mark.parametrize("content, problem", [("", "file is empty"), (",story_A,story_B\n", "header but no rows")])
 def test_es_empty_file(tmp_path, content, problem):
     broken = tmp_path / "PAIRS_dev.csv"
     broken.write_text(content)
-    fails(lambda: data.load_empathic_stories(broken, "dev"), broken, problem)
+    fails(lambda: stories.load_empathic_stories(broken, "dev"), broken, problem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,20 +105,20 @@ def test_urdu_rating_off_the_scale(tmp_path):
     frame.loc[10, "Person_3_event_score"] = 7
     broken = tmp_path / "Urdu_Dataset_Annotation.csv"
     frame.to_csv(broken, index=False)
-    fails(lambda: data.load_urdu_stories(broken, URDU_S), broken, "row 12", "Person_3_event_score", "off the scale")
+    fails(lambda: stories.load_urdu_stories(broken, URDU_S), broken, "row 12", "Person_3_event_score", "off the scale")
 
 
 def test_urdu_rating_not_a_number(tmp_path):
     lines = lines_of(URDU_A)
     lines[5] = "x" + lines[5][1:]  # file line 6 (the header is line 1)
     broken = write(tmp_path / "Urdu_Dataset_Annotation.csv", lines)
-    fails(lambda: data.load_urdu_stories(broken, URDU_S), broken, "row 6", "Person_1_event_score", "not a number")
+    fails(lambda: stories.load_urdu_stories(broken, URDU_S), broken, "row 6", "Person_1_event_score", "not a number")
 
 
 def test_urdu_row_count_mismatch(tmp_path):
     broken = tmp_path / "cleaned_urdu_stories.csv"
     pd.read_csv(URDU_S).iloc[:-1].to_csv(broken, index=False)
-    message = fails(lambda: data.load_urdu_stories(URDU_A, broken), broken, "291 rows", "has 290")
+    message = fails(lambda: stories.load_urdu_stories(URDU_A, broken), broken, "291 rows", "has 290")
     assert str(URDU_A) in message
 
 
@@ -126,13 +127,13 @@ def test_urdu_average_disagrees_with_ratings(tmp_path):
     frame.loc[3, "Emp_AVG"] = 1.0
     broken = tmp_path / "Urdu_Dataset_Annotation.csv"
     frame.to_csv(broken, index=False)
-    fails(lambda: data.load_urdu_stories(broken, URDU_S), broken, "row 5", "Emp_AVG", "not the mean")
+    fails(lambda: stories.load_urdu_stories(broken, URDU_S), broken, "row 5", "Emp_AVG", "not the mean")
 
 
 def test_urdu_missing_annotator_column(tmp_path):
     broken = tmp_path / "Urdu_Dataset_Annotation.csv"
     pd.read_csv(URDU_A).drop(columns=["Person_2_emotion_score"]).to_csv(broken, index=False)
-    fails(lambda: data.load_urdu_stories(broken, URDU_S), broken, "lacks column", "Person_2_emotion_score")
+    fails(lambda: stories.load_urdu_stories(broken, URDU_S), broken, "lacks column", "Person_2_emotion_score")
 
 
 def test_urdu_empty_story(tmp_path):
@@ -140,7 +141,7 @@ def test_urdu_empty_story(tmp_path):
     frame.loc[2, "story_B"] = ""
     broken = tmp_path / "cleaned_urdu_stories.csv"
     frame.to_csv(broken, index=False)
-    fails(lambda: data.load_urdu_stories(URDU_A, broken), broken, "row 4", "story_B", "empty")
+    fails(lambda: stories.load_urdu_stories(URDU_A, broken), broken, "row 4", "story_B", "empty")
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def test_urdu_empty_story(tmp_path):
 
 
 def load_ed(path):
-    return data.ed_conversations(data.read_ed_rows(path))
+    return dialogues.ed_conversations(dialogues.read_ed_rows(path))
 
 
 def test_ed_unknown_emotion_label(tmp_path):
@@ -202,7 +203,7 @@ def test_ed_empty_file(tmp_path):
     header_only = tmp_path / "header.csv"
     header_only.write_text(lines_of(ED_VALID)[0] + "\n")
     sources = {"train": None, "valid": str(header_only), "test": None}
-    fails(lambda: data.prepare_empathetic_dialogues(sources, {"resplit": {"train": 0.8, "valid": 0.1, "test": 0.1}}, 1),
+    fails(lambda: dialogues.prepare_empathetic_dialogues(sources, {"resplit": {"train": 0.8, "valid": 0.1, "test": 0.1}}, 1),
           header_only, "no conversations")
 
 
@@ -215,14 +216,14 @@ def test_epitome_bad_level(tmp_path):
     frame.loc[20, "level"] = "3"
     broken = tmp_path / "interpretations-reddit.csv"
     frame.to_csv(broken, index=False)
-    fails(lambda: data.load_epitome({**EPITOME, "interpretations": broken}), broken, "row 22", "'level'",
+    fails(lambda: epitome_data.load_epitome({**EPITOME, "interpretations": broken}), broken, "row 22", "'level'",
           "'3' is not an EPITOME level")
 
 
 def test_epitome_missing_column(tmp_path):
     broken = tmp_path / "explorations-reddit.csv"
     pd.read_csv(EPITOME["explorations"]).drop(columns=["response_post"]).to_csv(broken, index=False)
-    fails(lambda: data.load_epitome({**EPITOME, "explorations": broken}), broken, "lacks column", "response_post")
+    fails(lambda: epitome_data.load_epitome({**EPITOME, "explorations": broken}), broken, "lacks column", "response_post")
 
 
 def copy_mmlu(tmp_path: Path) -> Path:
@@ -237,35 +238,35 @@ def copy_mmlu(tmp_path: Path) -> Path:
 
 def test_mmlu_bad_answer_and_shape(tmp_path):
     root = copy_mmlu(tmp_path)
-    assert len(data.load_mmlu(root)) > 0
+    assert len(mmlu.load_mmlu(root)) > 0
     target = root / "test" / "sociology_test.csv"
     frame = pd.read_csv(target, header=None, keep_default_na=False, dtype=str)
     frame.loc[4, 5] = "E"
     frame.to_csv(target, header=False, index=False)
-    fails(lambda: data.load_mmlu(root), target, "row 5", "answer", "'E' is not A, B, C or D")
+    fails(lambda: mmlu.load_mmlu(root), target, "row 5", "answer", "'E' is not A, B, C or D")
     frame.drop(columns=[4]).to_csv(target, header=False, index=False)
-    fails(lambda: data.load_mmlu(root), target, "5 columns, expected 6")
+    fails(lambda: mmlu.load_mmlu(root), target, "5 columns, expected 6")
     empty = tmp_path / "nothing"
     (empty / "test").mkdir(parents=True)
-    fails(lambda: data.load_mmlu(empty), empty, "no MMLU test")
+    fails(lambda: mmlu.load_mmlu(empty), empty, "no MMLU test")
 
 
 def test_vad_value_off_range_and_malformed_line(tmp_path):
     lines = lines_of(VAD)
     lines[9] = lines[9].rsplit("\t", 1)[0] + "\t1.7"
     broken = write(tmp_path / "vad.txt", lines)
-    fails(lambda: data.load_vad(broken), broken, "line 10", "'dominance'", r"not a number in \[0, 1\]")
+    fails(lambda: lexicons.load_vad(broken), broken, "line 10", "'dominance'", r"not a number in \[0, 1\]")
     lines = lines_of(VAD)
     lines[12] = lines[12].rsplit("\t", 1)[0]
     broken = write(tmp_path / "vad.txt", lines)
-    fails(lambda: data.load_vad(broken), broken, "line 13", "3 tab-separated fields, expected 4")
+    fails(lambda: lexicons.load_vad(broken), broken, "line 13", "3 tab-separated fields, expected 4")
 
 
 def test_intensity_unknown_emotion(tmp_path):
     lines = lines_of(INTENSITY)
     lines[30] = lines[30].replace("\tanger\t", "\tboredom\t")
     broken = write(tmp_path / "intensity.txt", lines)
-    fails(lambda: data.load_intensity(broken), broken, "line 31", "unknown emotion 'boredom'")
+    fails(lambda: lexicons.load_intensity(broken), broken, "line 31", "unknown emotion 'boredom'")
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY_CONFIG, merge_config, snakemake
-from empathy_workflow.config import ConfigError, validate_config
+from empathy_workflow.core.config import ConfigError, validate_config
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 
 from conftest import RESOURCES, snakemake
-from empathy_workflow import data, io
+from empathy_workflow.core import dataset_sources, io
+from empathy_workflow.empo import dialogues, epitome_data, lexicons, mmlu
+from empathy_workflow.similarity import stories
 
 ES = RESOURCES / "empathic_stories"
 URDU = RESOURCES / "urdu_stories"
@@ -38,9 +40,9 @@ ED_HEADER = "conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval
 
 @pytest.mark.parametrize("split, rows", [("dev", 100), ("test", 400)])
 def test_empathic_stories_real_split(split, rows):
-    frame = data.load_empathic_stories(ES / f"PAIRS_{split}.csv", split)
+    frame = stories.load_empathic_stories(ES / f"PAIRS_{split}.csv", split)
     assert len(frame) == rows
-    assert list(frame.columns) == data.ES_COLUMNS
+    assert list(frame.columns) == stories.ES_COLUMNS
     assert frame["pair_id"].is_unique and frame["pair_id"].str.fullmatch(rf"{split}-\d+").all()
     assert frame["pair_id"].iloc[0] == f"{split}-0"
     for aspect in ("empathy", "event", "emotion", "moral"):
@@ -56,9 +58,9 @@ def test_empathic_stories_real_split(split, rows):
 
 
 def test_empathic_stories_resplit_is_documented_and_deterministic():
-    splits, info = data.prepare_empathic_stories(ES_SOURCES, ES_SETTINGS, seed=42)
-    again, info_again = data.prepare_empathic_stories(ES_SOURCES, ES_SETTINGS, seed=42)
-    other, _ = data.prepare_empathic_stories(ES_SOURCES, ES_SETTINGS, seed=7)
+    splits, info = stories.prepare_empathic_stories(ES_SOURCES, ES_SETTINGS, seed=42)
+    again, info_again = stories.prepare_empathic_stories(ES_SOURCES, ES_SETTINGS, seed=42)
+    other, _ = stories.prepare_empathic_stories(ES_SOURCES, ES_SETTINGS, seed=7)
     assert info["resplit"] is True and info["seed"] == 42
     assert info["counts"] == {"train": 300, "dev": 50, "test": 150}
     assert info["pooled_from"] == {"dev": 100, "test": 400}
@@ -76,19 +78,19 @@ def test_empathic_stories_resplit_is_documented_and_deterministic():
 
 def test_empathic_stories_all_splits_given_are_used_as_released():
     sources = {"train": str(ES / "PAIRS_test.csv"), "dev": ES_SOURCES["dev"], "test": ES_SOURCES["test"]}
-    splits, info = data.prepare_empathic_stories(sources, {**sources, "resplit": ES_SETTINGS["resplit"]}, seed=1)
+    splits, info = stories.prepare_empathic_stories(sources, {**sources, "resplit": ES_SETTINGS["resplit"]}, seed=1)
     assert info["resplit"] is False
     assert info["counts"] == {"train": 400, "dev": 100, "test": 400}
     assert splits["dev"]["pair_id"].iloc[0] == "dev-0"
 
 
 def test_resplit_counts_and_order_independence():
-    assert data._split_counts(10, {"train": 0.6, "dev": 0.1, "test": 0.3}) == {"train": 6, "dev": 1, "test": 3}
+    assert dataset_sources._split_counts(10, {"train": 0.6, "dev": 0.1, "test": 0.3}) == {"train": 6, "dev": 1, "test": 3}
     # 7 * (0.6, 0.1, 0.3) = 4.2, 0.7, 2.1: floors 4, 0, 2, the one left over goes to the largest remainder.
-    assert data._split_counts(7, {"train": 0.6, "dev": 0.1, "test": 0.3}) == {"train": 4, "dev": 1, "test": 2}
+    assert dataset_sources._split_counts(7, {"train": 0.6, "dev": 0.1, "test": 0.3}) == {"train": 4, "dev": 1, "test": 2}
     ids = [f"x{i}" for i in range(50)]
-    forward = data.resplit_ids(ids, {"a": 0.5, "b": 0.5}, seed=3)
-    backward = data.resplit_ids(list(reversed(ids)), {"a": 0.5, "b": 0.5}, seed=3)
+    forward = dataset_sources.resplit_ids(ids, {"a": 0.5, "b": 0.5}, seed=3)
+    backward = dataset_sources.resplit_ids(list(reversed(ids)), {"a": 0.5, "b": 0.5}, seed=3)
     assert {k: set(v) for k, v in forward.items()} == {k: set(v) for k, v in backward.items()}
     assert forward["a"] == sorted(forward["a"], key=ids.index)  # input order kept inside a split
 
@@ -98,7 +100,7 @@ def test_resplit_counts_and_order_independence():
 
 
 def test_urdu_stories_real():
-    pairs, ratings = data.load_urdu_stories(URDU / "Urdu_Dataset_Annotation.csv", URDU / "cleaned_urdu_stories.csv")
+    pairs, ratings = stories.load_urdu_stories(URDU / "Urdu_Dataset_Annotation.csv", URDU / "cleaned_urdu_stories.csv")
     assert len(pairs) == 291
     assert list(pairs["pair_id"][:2]) == ["urdu-0", "urdu-1"]
     assert list(ratings.columns) == ["item_id", "annotator", "aspect", "score"]
@@ -122,7 +124,7 @@ def test_urdu_missing_rating_is_an_absent_row(tmp_path):
     annotations = annotations.drop(columns=["Emp_AVG"])  # the released average no longer applies
     annotations.to_csv(tmp_path / "a.csv", index=False)
     pd.read_csv(URDU / "cleaned_urdu_stories.csv").head(3).to_csv(tmp_path / "s.csv", index=False)
-    pairs, ratings = data.load_urdu_stories(tmp_path / "a.csv", tmp_path / "s.csv")
+    pairs, ratings = stories.load_urdu_stories(tmp_path / "a.csv", tmp_path / "s.csv")
     assert len(ratings) == 3 * 12 - 1
     row = ratings[(ratings["item_id"] == "urdu-1") & (ratings["aspect"] == "empathy")]
     assert row["annotator"].tolist() == ["person_1", "person_3", "person_4"]
@@ -135,14 +137,14 @@ def test_urdu_missing_rating_is_an_absent_row(tmp_path):
 
 @functools.lru_cache(maxsize=None)
 def _valid_records():
-    return data.ed_conversations(data.read_ed_rows(ED_VALID))
+    return dialogues.ed_conversations(dialogues.read_ed_rows(ED_VALID))
 
 
 def test_empathetic_dialogues_real_valid():
     records = _valid_records()
     assert len(records) == 2303
     assert sum(len(r["turns"]) for r in records) == 9879
-    assert {r["emotion"] for r in records} == set(data.ED_EMOTIONS) and len(data.ED_EMOTIONS) == 32
+    assert {r["emotion"] for r in records} == set(dialogues.ED_EMOTIONS) and len(dialogues.ED_EMOTIONS) == 32
     first = records[0]
     assert first["conv_id"] == "hit:4_conv:8" and first["emotion"] == "angry"
     assert first["situation"] == "I once lost my job and got mad."
@@ -156,8 +158,8 @@ def test_empathetic_dialogues_real_valid():
 
 
 def test_empathetic_dialogues_resplit_by_conversation():
-    splits, info = data.prepare_empathetic_dialogues(ED_SOURCES, ED_SETTINGS, seed=42)
-    again, _ = data.prepare_empathetic_dialogues(ED_SOURCES, ED_SETTINGS, seed=42)
+    splits, info = dialogues.prepare_empathetic_dialogues(ED_SOURCES, ED_SETTINGS, seed=42)
+    again, _ = dialogues.prepare_empathetic_dialogues(ED_SOURCES, ED_SETTINGS, seed=42)
     assert info["resplit"] is True and info["pooled_from"] == {"valid": 2303}
     # 2303 x (0.8, 0.1, 0.1) = 1842.4, 230.3, 230.3: the leftover conversation goes to train.
     assert info["counts"] == {"train": 1843, "valid": 230, "test": 230}
@@ -179,7 +181,7 @@ def test_empathetic_dialogues_release_layout_edge_cases(tmp_path):
         + "c2,1,sad,My dog died.,9,My dog died.,,\n",
         encoding="utf-8",
     )
-    records = data.ed_conversations(data.read_ed_rows(path))
+    records = dialogues.ed_conversations(dialogues.read_ed_rows(path))
     assert [r["conv_id"] for r in records] == ["c1", "c2"]
     assert records[0]["situation"] == "I won, finally."
     assert records[0]["turns"] == [
@@ -203,18 +205,18 @@ def test_empathetic_dialogues_hf_dispatch(monkeypatch):
              "utterance": "Congrats_comma_ friend", "selfeval": "", "tags": None},
         ]
 
-    monkeypatch.setattr(data, "_hf_rows", fake_hf_rows)
-    records = data.ed_conversations(data.ed_rows("hf:facebook/empathetic_dialogues", "valid"))
+    monkeypatch.setattr(dialogues, "_hf_rows", fake_hf_rows)
+    records = dialogues.ed_conversations(dialogues.ed_rows("hf:facebook/empathetic_dialogues", "valid"))
     assert calls == [("facebook/empathetic_dialogues", "validation")]
     assert records[0]["situation"] == "Got a job, yay"
     assert [t["role"] for t in records[0]["turns"]] == ["speaker", "listener"]
-    data.ed_conversations(data.ed_rows("hf:someone/ed_copy:dev", "valid"))
+    dialogues.ed_conversations(dialogues.ed_rows("hf:someone/ed_copy:dev", "valid"))
     assert calls[-1] == ("someone/ed_copy", "dev")
     bad = lambda dataset_id, split: [{"conv_id": "h", "utterance_idx": 1, "context": "meh", "prompt": "p",
                                        "speaker_idx": 1, "utterance": "u", "selfeval": "", "tags": ""}]
-    monkeypatch.setattr(data, "_hf_rows", bad)
+    monkeypatch.setattr(dialogues, "_hf_rows", bad)
     with pytest.raises(io.InputError, match=r"hf:facebook/empathetic_dialogues \(test\): row 0.*'meh'"):
-        data.ed_conversations(data.ed_rows("hf:facebook/empathetic_dialogues", "test"))
+        dialogues.ed_conversations(dialogues.ed_rows("hf:facebook/empathetic_dialogues", "test"))
 
 
 @pytest.fixture
@@ -244,17 +246,17 @@ def test_url_sources_download_once_and_parse(tmp_path, http_server):
         tar.add(release, arcname="empatheticdialogues")
     downloads = tmp_path / "downloads"
 
-    direct = data.ed_conversations(data.ed_rows(f"{base}/valid.csv", "valid", downloads))
-    expected = data.ed_conversations(data.read_ed_rows(served / "valid.csv"))
+    direct = dialogues.ed_conversations(dialogues.ed_rows(f"{base}/valid.csv", "valid", downloads))
+    expected = dialogues.ed_conversations(dialogues.read_ed_rows(served / "valid.csv"))
     assert direct == expected and len(direct) >= 9
-    from_tar = data.ed_conversations(data.ed_rows(f"{base}/empatheticdialogues.tar.gz", "test", downloads))
+    from_tar = dialogues.ed_conversations(dialogues.ed_rows(f"{base}/empatheticdialogues.tar.gz", "test", downloads))
     assert [r["conv_id"] for r in from_tar] == ["t1"]
     assert len(list(downloads.glob("*-valid.csv"))) == 1 and len(list(downloads.glob("*.tar.gz"))) == 1
     # Downloaded once: with the server's file gone, the cached copy is used.
     (served / "valid.csv").unlink()
-    assert data.ed_conversations(data.ed_rows(f"{base}/valid.csv", "valid", downloads)) == expected
+    assert dialogues.ed_conversations(dialogues.ed_rows(f"{base}/valid.csv", "valid", downloads)) == expected
     with pytest.raises(io.InputError, match=r"missing\.csv: download failed"):
-        data.fetch(f"{base}/missing.csv", downloads)
+        dataset_sources.fetch(f"{base}/missing.csv", downloads)
     assert not list(downloads.glob("*missing*"))  # no partial file left
 
 
@@ -263,7 +265,7 @@ def test_url_sources_download_once_and_parse(tmp_path, http_server):
 
 
 def test_epitome_real():
-    table = data.load_epitome(EPITOME)
+    table = epitome_data.load_epitome(EPITOME)
     assert list(table.columns) == ["mechanism", "sp_id", "rp_id", "seeker_post", "response_post", "level",
                                    "rationales"]
     assert (table["rationales"] != "").sum() > 1000  # the annotators marked spans for level 1 and 2
@@ -274,8 +276,8 @@ def test_epitome_real():
 
 
 def test_mmlu_real():
-    table = data.load_mmlu(RESOURCES / "mmlu")
-    assert list(table.columns) == data.MMLU_COLUMNS
+    table = mmlu.load_mmlu(RESOURCES / "mmlu")
+    assert list(table.columns) == mmlu.MMLU_COLUMNS
     assert table["subject"].nunique() == 57
     assert table["split"].value_counts().to_dict() == {"test": 14080, "dev": 285}
     assert (table[table["split"] == "dev"].groupby("subject").size() == 5).all()
@@ -286,22 +288,22 @@ def test_mmlu_real():
 
 
 def test_lexicons_real():
-    vad = data.load_vad(RESOURCES / "lexicons" / "NRC-VAD-Lexicon.txt")
+    vad = lexicons.load_vad(RESOURCES / "lexicons" / "NRC-VAD-Lexicon.txt")
     assert len(vad) == 19971 and list(vad.columns) == ["word", "valence", "arousal", "dominance"]
     assert vad.iloc[0].tolist() == ["aaaaaaah", 0.479, 0.606, 0.291]  # no header line in the shipped file
     for column in ("valence", "arousal", "dominance"):
         assert vad[column].dtype == float and vad[column].between(0, 1).all()
     assert {"null", "true", "false"} <= set(vad["word"])  # words, not missing values
-    intensity = data.load_intensity(RESOURCES / "lexicons" / "NRC-Emotion-Intensity-Lexicon.txt")
+    intensity = lexicons.load_intensity(RESOURCES / "lexicons" / "NRC-Emotion-Intensity-Lexicon.txt")
     assert len(intensity) == 9829 and list(intensity.columns) == ["word", "emotion", "intensity"]
-    assert set(intensity["emotion"]) == data.NRC_EMOTIONS and len(data.NRC_EMOTIONS) == 8
+    assert set(intensity["emotion"]) == lexicons.NRC_EMOTIONS and len(lexicons.NRC_EMOTIONS) == 8
     assert intensity["intensity"].between(0, 1).all()
 
 
 def test_lexicon_with_header_line(tmp_path):
     path = tmp_path / "vad.txt"
     path.write_text("Word\tValence\tArousal\tDominance\nnull\t0.2\t0.3\t0.4\nhappy\t1.000\t0.735\t0.772\n")
-    vad = data.load_vad(path)
+    vad = lexicons.load_vad(path)
     assert vad["word"].tolist() == ["null", "happy"] and vad["valence"].tolist() == [0.2, 1.0]
 
 
@@ -327,17 +329,17 @@ def test_data_rules_through_snakemake(tmp_path):
     info = io.read_json(tmp_path / "results/data/empathic_stories/split_info.json")
     assert info["resplit"] is True and info["counts"] == {"train": 300, "dev": 50, "test": 150}
     assert info["sources"]["dev"] == "resources/data/empathic_stories/PAIRS_dev.csv"  # as configured, portable
-    test = data.read_prepared(tmp_path / "results/data/empathic_stories/test.csv")
-    expected, _ = data.prepare_empathic_stories(ES_SOURCES, ES_SETTINGS, seed=42)
+    test = io.read_prepared(tmp_path / "results/data/empathic_stories/test.csv")
+    expected, _ = stories.prepare_empathic_stories(ES_SOURCES, ES_SETTINGS, seed=42)
     assert test["pair_id"].tolist() == expected["test"]["pair_id"].tolist()
     ed = {s: io.read_jsonl(tmp_path / f"results/data/empathetic_dialogues/{s}.jsonl") for s in ("train", "valid", "test")}
     assert sum(map(len, ed.values())) == 2303
     assert set(ed["train"][0]) == {"conv_id", "emotion", "situation", "turns", "source_split"}
-    ratings = data.read_prepared(tmp_path / "results/data/urdu_stories/ratings.csv")
+    ratings = io.read_prepared(tmp_path / "results/data/urdu_stories/ratings.csv")
     assert len(ratings) == 3492
-    vad = data.read_prepared(tmp_path / "results/data/lexicons/vad.csv")
+    vad = io.read_prepared(tmp_path / "results/data/lexicons/vad.csv")
     assert len(vad) == 19971 and "null" in set(vad["word"])
-    assert len(data.read_prepared(tmp_path / "results/data/mmlu/questions.csv")) == 14365
-    assert len(data.read_prepared(tmp_path / "results/data/epitome/epitome.csv")) == 9252
+    assert len(io.read_prepared(tmp_path / "results/data/mmlu/questions.csv")) == 14365
+    assert len(io.read_prepared(tmp_path / "results/data/epitome/epitome.csv")) == 9252
     # No temporary files left beside the outputs.
     assert not list((tmp_path / "results/data").rglob("*.tmp"))

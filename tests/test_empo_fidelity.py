@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from conftest import REPO, merge_config, snakemake
-from empathy_workflow import preference, preference_runs, training
-from empathy_workflow.config import ConfigError, validate_config
+from empathy_workflow.core import grids, hf
+from empathy_workflow.empo import dialogues, emotions, preference_pairs, training
+from empathy_workflow.core.config import ConfigError, validate_config
 from empo_fixtures import ed_splits
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
@@ -43,7 +44,7 @@ def test_paper_config_has_the_authors_sft_and_dpo_settings():
     assert (sft["learning_rate"], sft["warmup_ratio"], sft["max_grad_norm"], sft["optim"]) == \
         (1e-5, 0.0, 0.3, "paged_adamw_32bit")
     assert sft["batch_size"] * sft["gradient_accumulation_steps"] == 64 and sft["max_length"] == 256
-    dpo = preference_runs.resolve_runs(PAPER["empo"]["preference"])["dpo"]
+    dpo = grids.resolve_runs(PAPER["empo"]["preference"])["dpo"]
     assert (dpo["beta"], dpo["learning_rate"], dpo["max_grad_norm"], dpo["optim"], dpo["warmup_ratio"]) == \
         (0.052, 1e-6, 0.3, "adamw_torch_fused", 0.1)
     assert "lora" not in dpo  # the SFT adapter is trained further
@@ -63,7 +64,7 @@ def test_both_configs_use_the_authors_system_messages_and_procedure(config):
     assert config["empo"]["system_prompts"] == {"sft": None, "preference": DPO_SYSTEM,
                                                 "generation": GENERATION_SYSTEM}
     assert config["empo"]["pairs"]["length_measure"] == "prompt_reply"
-    dpo = preference_runs.resolve_runs(config["empo"]["preference"])["dpo"]
+    dpo = grids.resolve_runs(config["empo"]["preference"])["dpo"]
     assert (dpo["loss_type"], dpo["beta"], dpo["max_grad_norm"], dpo["lr_scheduler_type"]) == \
         ("sigmoid", 0.052, 0.3, "cosine")
     assert config["empo"]["sft"]["lora"]["target_modules"] == SEVEN
@@ -79,7 +80,7 @@ def test_runs_state_only_what_differs_and_grids_expand_to_named_runs():
                          "runs": {"dpo": {}, "fast": {"learning_rate": 5e-5},
                                   "d27": {"beta": {"grid": [0.052, 0.051]}, "loss_type": {"grid": ["sigmoid", "ipo"]}},
                                   "multi": {"loss_type": ["sigmoid", "bco_pair"]}}}
-    runs = preference_runs.resolve_runs(preference_config)
+    runs = grids.resolve_runs(preference_config)
     assert list(runs) == ["dpo", "fast", "d27_beta0.052_loss_typesigmoid", "d27_beta0.052_loss_typeipo",
                           "d27_beta0.051_loss_typesigmoid", "d27_beta0.051_loss_typeipo", "multi"]
     assert runs["dpo"] == preference_config["defaults"]
@@ -118,14 +119,14 @@ def test_a_grid_plans_one_preference_job_per_point(tmp_path):
 
 def test_each_stage_builds_its_prompts_with_its_system_message(tmp_path):
     records = ed_splits()["valid"]
-    mapping = preference.read_mapping(preference.named_mapping_path("plutchik"))
-    pairs, _ = preference.build_pairs(records, mapping, rejected_per_prompt=3, seed=0, system_prompt=DPO_SYSTEM,
+    mapping = emotions.read_mapping(emotions.named_mapping_path("plutchik"))
+    pairs, _ = preference_pairs.build_pairs(records, mapping, rejected_per_prompt=3, seed=0, system_prompt=DPO_SYSTEM,
                                       split="valid")
     assert all(pair["prompt"][0] == {"role": "system", "content": DPO_SYSTEM} for pair in pairs)
-    assert all(message["role"] != "system" for message in preference.conversation_messages(records[0], None))
+    assert all(message["role"] != "system" for message in dialogues.conversation_messages(records[0], None))
     # generation: the rule's params (rules/common.smk) give base the generation message and the
     # length-controlled variant its own
-    from empathy_workflow.generation import load_test_prompts
+    from empathy_workflow.empo.generation import load_test_prompts
 
     path = tmp_path / "test.jsonl"
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
@@ -134,13 +135,13 @@ def test_each_stage_builds_its_prompts_with_its_system_message(tmp_path):
 
 
 def test_length_filter_over_prompt_and_reply(prepared_models):
-    tokenizer = training.load_tokenizer(prepared_models / "policy")
+    tokenizer = hf.load_tokenizer(prepared_models / "policy")
     records = ed_splits()["valid"]
-    mapping = preference.read_mapping(preference.named_mapping_path("plutchik"))
-    lengths = preference.chat_lengths(tokenizer)
-    unfiltered, _ = preference.build_pairs(records, mapping, rejected_per_prompt=3, seed=0, system_prompt=DPO_SYSTEM,
+    mapping = emotions.read_mapping(emotions.named_mapping_path("plutchik"))
+    lengths = preference_pairs.chat_lengths(tokenizer)
+    unfiltered, _ = preference_pairs.build_pairs(records, mapping, rejected_per_prompt=3, seed=0, system_prompt=DPO_SYSTEM,
                                            split="valid")
-    pairs, stats = preference.build_pairs(records, mapping, rejected_per_prompt=3, seed=0, system_prompt=DPO_SYSTEM,
+    pairs, stats = preference_pairs.build_pairs(records, mapping, rejected_per_prompt=3, seed=0, system_prompt=DPO_SYSTEM,
                                           length_percentile=95, length_measure="prompt_reply",
                                           conversation_length=lengths, split="valid")
     import numpy as np
@@ -162,19 +163,19 @@ def test_valid_and_test_pairs_use_the_train_threshold(prepared_models):
     with it; the stats keep this split's own percentile beside it, and the authors' DPO lengths."""
     import numpy as np
 
-    tokenizer = training.load_tokenizer(prepared_models / "policy")
-    lengths = preference.chat_lengths(tokenizer)
-    mapping = preference.read_mapping(preference.named_mapping_path("plutchik"))
+    tokenizer = hf.load_tokenizer(prepared_models / "policy")
+    lengths = preference_pairs.chat_lengths(tokenizer)
+    mapping = emotions.read_mapping(emotions.named_mapping_path("plutchik"))
     common = dict(rejected_per_prompt=3, seed=0, system_prompt=DPO_SYSTEM, length_percentile=95,
                   length_measure="prompt_reply", conversation_length=lengths)
-    _, train_stats = preference.build_pairs(ed_splits()["train"], mapping, split="train", **common)
+    _, train_stats = preference_pairs.build_pairs(ed_splits()["train"], mapping, split="train", **common)
     given = train_stats["length_filter"]["threshold"]
     assert train_stats["length_filter"]["threshold_from"] == "train"
     records = ed_splits()["valid"]
-    unfiltered, _ = preference.build_pairs(records, mapping, rejected_per_prompt=3, seed=0,
+    unfiltered, _ = preference_pairs.build_pairs(records, mapping, rejected_per_prompt=3, seed=0,
                                            system_prompt=DPO_SYSTEM, split="valid")
-    own, own_stats = preference.build_pairs(records, mapping, split="valid", **common)
-    pairs, stats = preference.build_pairs(records, mapping, split="valid", given_threshold=given,
+    own, own_stats = preference_pairs.build_pairs(records, mapping, split="valid", **common)
+    pairs, stats = preference_pairs.build_pairs(records, mapping, split="valid", given_threshold=given,
                                           threshold_from="train", **common)
     chosen = lengths([p["prompt"] + p["chosen"] for p in unfiltered])
     own_threshold = max(np.percentile(chosen, 95), np.percentile(lengths([p["prompt"] + p["rejected"]
@@ -189,7 +190,7 @@ def test_valid_and_test_pairs_use_the_train_threshold(prepared_models):
     assert lf["dpo_max_length"] == ((int(given) + 1) // 2) * 2
     prompt_p95 = np.percentile(lengths([p["prompt"] for p in unfiltered]), 95)
     assert lf["max_prompt_length"] == ((int(prompt_p95) + 1) // 2) * 2
-    assert preference.even_length(245.1) == 246 and preference.even_length(246.9) == 246
+    assert preference_pairs.even_length(245.1) == 246 and preference_pairs.even_length(246.9) == 246
 
 
 def test_valid_and_test_pairs_depend_on_the_train_split(tmp_path):
@@ -209,7 +210,7 @@ def test_dpo_max_length_from_the_length_filter():
 
 
 def test_lm_eval_uses_the_few_shot_setting_for_every_task():
-    from empathy_workflow.lm_eval_tasks import runner
+    from empathy_workflow.empo.lm_eval_tasks import runner
 
     calls = runner.evaluate_calls({"tasks": ["mmlu", "leaderboard"], "num_fewshot": 5}, ["mmlu", "leaderboard"], 1)
     assert [(call["tasks"], call["num_fewshot"]) for call in calls] == [(["mmlu", "leaderboard"], 5)]
@@ -238,17 +239,17 @@ def continued(prepared_models, tmp_path_factory):
     training.train_sft(model_dir=policy, train_records=records, valid_records=[], settings=SFT_SETTINGS,
                        system_prompt=None, seed=0, adapter_dir=str(work / "sft"), curves_csv=str(work / "sft.csv"),
                        curves_png=str(work / "sft.png"), checkpoints=str(work / "ck_sft"))
-    mapping = preference.read_mapping(preference.named_mapping_path("plutchik"))
-    pairs, _ = preference.build_pairs(ed_splits()["train"], mapping, rejected_per_prompt=3, seed=0,
+    mapping = emotions.read_mapping(emotions.named_mapping_path("plutchik"))
+    pairs, _ = preference_pairs.build_pairs(ed_splits()["train"], mapping, rejected_per_prompt=3, seed=0,
                                       system_prompt=DPO_SYSTEM, max_conversations=2, split="train")
-    tokenizer = training.load_tokenizer(policy)
+    tokenizer = hf.load_tokenizer(policy)
     model = training.load_sft_for_preference(policy, work / "sft", DPO_SETTINGS)
     model.config.pad_token_id = tokenizer.pad_token_id
     trainer = training.preference_trainer(model, tokenizer, DPO_SETTINGS,
                                           training.preference_examples(pairs, tokenizer, 200), None,
                                           str(work / "ck_dpo"), 0)
     trainer.train()
-    training.save_adapter(trainer.model, work / "dpo", {"stage": "preference"})
+    hf.save_adapter(trainer.model, work / "dpo", {"stage": "preference"})
     text = training.render(tokenizer, pairs[0]["prompt"], add_generation_prompt=True)
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     return {"work": work, "trainer": trainer, "inputs": inputs, "policy": policy}

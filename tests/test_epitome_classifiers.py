@@ -13,8 +13,8 @@ import yaml
 
 import chance
 from conftest import REPO, RESOURCES
-from empathy_workflow import data, epitome_biencoder, epitome_quality, evaluation
-from empathy_workflow.io import InputError
+from empathy_workflow.empo import epitome, epitome_biencoder, epitome_data, epitome_quality, significance
+from empathy_workflow.core.io import InputError
 
 # Macro F1 on the seeded held-out 20% of the shipped EPITOME pairs (config seed 42) that the
 # default classifier must reach; measured 0.723 / 0.591 / 0.692 (benchmarks/evaluation.md).
@@ -23,11 +23,11 @@ THRESHOLDS = {"er": 0.60, "ip": 0.55, "ex": 0.55}
 
 @pytest.fixture(scope="module")
 def shipped_pairs(tmp_path_factory):
-    table = data.load_epitome({key: RESOURCES / "epitome" / f"{key.replace('_', '-')}-reddit.csv"
-                               for key in data.EPITOME_MECHANISMS})
+    table = epitome_data.load_epitome({key: RESOURCES / "epitome" / f"{key.replace('_', '-')}-reddit.csv"
+                               for key in epitome_data.EPITOME_MECHANISMS})
     path = tmp_path_factory.mktemp("epitome") / "epitome.csv"
     table.to_csv(path, index=False)
-    return evaluation.read_epitome(path)[0]
+    return epitome_data.read_epitome(path)[0]
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +60,15 @@ def test_default_classifier_meets_the_macro_f1_goals(default_run):
 def test_saved_classifier_scores_the_same_and_quality_json(default_run, shipped_pairs):
     result, folder, settings, seed = default_run
     # The saved folder, loaded again, gives the held-out predictions the run reported.
-    _, test_index = evaluation.epitome_split(shipped_pairs, settings["held_out"], seed)
+    _, test_index = epitome_data.epitome_split(shipped_pairs, settings["held_out"], seed)
     held = shipped_pairs.iloc[test_index]
-    levels = evaluation.predict_levels({m: folder for m in evaluation.MECHANISMS}, held["seeker_post"].tolist(),
+    levels = epitome.predict_levels({m: folder for m in epitome_data.MECHANISMS}, held["seeker_post"].tolist(),
                                        held["response_post"].tolist(), 64, 32)
-    for mechanism in evaluation.MECHANISMS:
-        again = evaluation.classification_scores(held[f"level_{mechanism}"].to_numpy(), levels[mechanism])
+    for mechanism in epitome_data.MECHANISMS:
+        again = epitome.classification_scores(held[f"level_{mechanism}"].to_numpy(), levels[mechanism])
         assert again == result[mechanism]["held_out"]
     quality = epitome_quality.quality(result)
-    for mechanism in evaluation.MECHANISMS:
+    for mechanism in epitome_data.MECHANISMS:
         entry = quality[mechanism]
         assert {"accuracy", "macro_f1", "majority_macro_f1", "n_heldout", "confusion"} <= set(entry)
         assert np.asarray(entry["confusion"]).shape == (3, 3) and np.sum(entry["confusion"]) == entry["n_heldout"]
@@ -78,8 +78,8 @@ def test_saved_classifier_scores_the_same_and_quality_json(default_run, shipped_
 
 def test_quality_json_by_hand():
     gold = np.array([0] * 8 + [1] * 2)
-    constant = evaluation.classification_scores(gold, np.zeros(10, dtype=int))
-    good = evaluation.classification_scores(gold, gold)
+    constant = epitome.classification_scores(gold, np.zeros(10, dtype=int))
+    good = epitome.classification_scores(gold, gold)
     metrics = {"er": {"held_out": good}, "ip": {"held_out": constant}, "ex": {"held_out": good}}
     quality = epitome_quality.quality(metrics)
     assert quality["ip"]["informative"] is False and quality["er"]["informative"] is True
@@ -201,8 +201,8 @@ def test_biencoder_trains_at_toy_size_and_scores(shipped_pairs, tmp_path):
         assert moved.shape == start.shape and not torch.equal(moved, start)
         assert torch.allclose(moved, start, atol=0.1)
     trained_head = model.empathy_classifier.out_proj.weight.detach().clone()
-    epitome_biencoder.save({m: model for m in evaluation.MECHANISMS}, tokenizer, tmp_path / "model")
-    levels = evaluation.predict_levels({m: tmp_path / "model" for m in evaluation.MECHANISMS},
+    epitome_biencoder.save({m: model for m in epitome_data.MECHANISMS}, tokenizer, tmp_path / "model")
+    levels = epitome.predict_levels({m: tmp_path / "model" for m in epitome_data.MECHANISMS},
                                        pairs["seeker_post"].tolist()[:5], pairs["response_post"].tolist()[:5], 32, 4)
     assert all(set(v) <= {0, 1, 2} and len(v) == 5 for v in levels.values())
     reloaded = epitome_biencoder.load_original(tmp_path / "model" / "er.safetensors")
@@ -233,15 +233,15 @@ def test_rationale_token_labels_mark_the_annotated_span(tmp_path):
 
 def test_diff_epitome_gets_intervals_and_paired_tests():
     rng = np.random.default_rng(0)
-    reference = {m: rng.integers(0, 3, 60) for m in evaluation.MECHANISMS}
-    close = {m: reference[m].copy() for m in evaluation.MECHANISMS}
+    reference = {m: rng.integers(0, 3, 60) for m in epitome_data.MECHANISMS}
+    close = {m: reference[m].copy() for m in epitome_data.MECHANISMS}
     close["er"][:6] = (close["er"][:6] + 1) % 3
-    far = {m: (reference[m] + 1) % 3 for m in evaluation.MECHANISMS}
+    far = {m: (reference[m] + 1) % 3 for m in epitome_data.MECHANISMS}
     tables = {}
     for name, levels in (("sft", close), ("dpo", far), ("dpo_copy", far)):
-        _, items = evaluation.diff_epitome(levels, reference)
+        _, items = epitome.diff_epitome(levels, reference)
         tables[name] = pd.concat([pd.DataFrame({"conv_id": [f"c{i}" for i in range(60)], "item": 0}), items], axis=1)
-    result = evaluation.significance(tables, {"permutations": 500, "bootstrap": 500}, seed=3)
+    result = significance.significance(tables, {"permutations": 500, "bootstrap": 500}, seed=3)
     by = {(c["a"], c["b"], c["metric"]): c for c in result["comparisons"]}
     assert by[("sft", "dpo", "diff_er")]["p_value"] < 0.01 and by[("sft", "dpo", "diff_er")]["ci_high"] < 0
     assert by[("dpo", "dpo_copy", "diff_ip")]["p_value"] == 1.0

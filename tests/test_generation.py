@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from empo_fixtures import ed_conversations
-from empathy_workflow import generation, preference
-from empathy_workflow.io import InputError, write_jsonl
+from empathy_workflow.empo import dialogues, generation
+from empathy_workflow.core.io import InputError, write_jsonl
 
 GREEDY = {"max_new_tokens": 10, "do_sample": False, "batch_size": 3}
 
@@ -28,10 +28,10 @@ def test_file(tmp_path_factory):
 
 def prompts_of_different_lengths(tokenizer, n=5):
     """`n` prompts whose token lengths all differ, so a batch must pad."""
-    records = preference.usable_conversations(ed_conversations())
+    records = dialogues.usable_conversations(ed_conversations())
     chosen, seen = [], set()
     for record in records:
-        messages = preference.prompt_messages(record)
+        messages = dialogues.prompt_messages(record)
         length = len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         if length not in seen:
             seen.add(length)
@@ -87,14 +87,14 @@ def test_records_in_input_order(policy, prepared_models, test_file, tmp_path):
     order = [conversations[record["conv_id"]] for record in records]
     for record, conversation in zip(records, order):
         assert set(record) == {"conv_id", "prompt", "reference", "generation"}
-        assert record["prompt"] == preference.prompt_messages(conversation)
+        assert record["prompt"] == dialogues.prompt_messages(conversation)
         assert record["prompt"][-1]["role"] == "user"
-        assert record["reference"] == preference.reference_reply(conversation)
+        assert record["reference"] == dialogues.reference_reply(conversation)
         assert record["generation"] == record["generation"].strip() and record["generation"]
         assert "<|im_end|>" not in record["generation"] and "<|im_start|>" not in record["generation"]
     # the same conversations as the test preference pairs with the same cap and seed
-    expected = preference.select_conversations(
-        preference.usable_conversations(ed_conversations()[:30]), 5, 42, salt="pairs:test")
+    expected = dialogues.select_conversations(
+        dialogues.usable_conversations(ed_conversations()[:30]), 5, 42, salt="pairs:test")
     assert [r["conv_id"] for r in records] == [c["conv_id"] for c in expected]
 
 

@@ -21,18 +21,15 @@ import pytest
 
 from conftest import REPO, TINY_CONFIG, snakemake
 
-from empathy_workflow import runtime
+from empathy_workflow.core import runtime
 
 SLOT_SNAKEFILE = """
-import os
-os.environ["PYTHONPATH"] = "{scripts}"
-
 rule all:
-    input: expand("job{{i}}.json", i=range(5))
+    input: expand("job{i}.json", i=range(5))
 
 rule gpu_job:
-    output: "job{{i}}.json"
-    log: "job{{i}}.log"
+    output: "job{i}.json"
+    log: "job{i}.log"
     resources: gpu=1
     params: device="auto"
     script: "job.py"
@@ -50,7 +47,7 @@ json.dump({"gpu": os.environ["CUDA_VISIBLE_DEVICES"], "start": start, "end": tim
 
 
 def test_two_gpus_two_jobs_at_a_time_each_on_its_own(tmp_path):
-    (tmp_path / "Snakefile").write_text(SLOT_SNAKEFILE.format(scripts=REPO / "workflow_scripts"))
+    (tmp_path / "Snakefile").write_text(SLOT_SNAKEFILE)
     (tmp_path / "job.py").write_text(SLOT_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
     env.update(EMPATHY_GPU_SLOTS="0,1")
@@ -69,7 +66,6 @@ def test_a_claim_waits_for_a_free_slot_and_releases_on_exit(tmp_path):
     """Without --resources the pool still never puts two jobs on one GPU: the third waits."""
     claim = textwrap.dedent(f"""
         import os, sys, time
-        sys.path.insert(0, {str(REPO / 'workflow_scripts')!r})
         from empathy_workflow import gpu_slots
         start = time.time()
         gpu_slots.claim(1, lock_dir={str(tmp_path / 'locks')!r}, poll_s=0.1)

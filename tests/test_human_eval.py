@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 
 from conftest import snakemake
-from empathy_workflow import human_eval, human_eval_ratings, human_eval_results, report
-from empathy_workflow.io import InputError, write_jsonl
+from empathy_workflow import report
+from empathy_workflow.empo import human_eval, human_eval_ratings, human_eval_results
+from empathy_workflow.core.io import InputError, write_jsonl
 from test_evaluation import fixture_generations
 
 MODELS = ["base", "dpo"]

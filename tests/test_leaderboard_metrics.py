@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from empathy_workflow.lm_eval_tasks import leaderboard, runner
+from empathy_workflow.empo.lm_eval_tasks import leaderboard, runner
 
 BBH = {  # subtask: (acc_norm, number of choices in lm-eval's config)
     "boolean_expressions": (0.784, 2), "causal_judgement": (0.615, 2), "date_understanding": (0.42, 6),

@@ -31,9 +31,11 @@ import requests
 import yaml
 
 from conftest import REPO, TINY_CONFIG, snakemake
-from empathy_workflow import llm_raters
-from empathy_workflow.io import InputError
-from empathy_workflow.llm_client import AuthError, ChatClient, Endpoint, EndpointError, ResponseCache, request_key
+from empathy_workflow.core import llm_scoring
+from empathy_workflow.empo import llm_judge
+from empathy_workflow.similarity import api
+from empathy_workflow.core.io import InputError
+from empathy_workflow.core.llm_client import AuthError, ChatClient, Endpoint, EndpointError, ResponseCache, request_key
 
 SERVER_START_TIMEOUT = 240  # seconds: loading SmolLM2 on a busy 2-core machine
 ANSWERED = re.compile(r'"POST /v1/chat/completions HTTP/1\.1" 200')
@@ -214,7 +216,7 @@ def test_judge_ratings_long_format_and_unparsable_counts(tmp_path):
     dimensions = {"empathy": {"min": 1, "max": 5, "label": "empathy"},
                   "fluency": {"min": 1, "max": 5, "label": "fluency"}}
     with FakeEndpoint([(200, answer)]) as fake:
-        ratings, details = llm_raters.judge_ratings(items, dimensions,
+        ratings, details = llm_judge.judge_ratings(items, dimensions,
                                                     endpoint_config(fake.base_url, "m", str(tmp_path / "c.jsonl")))
     assert ratings.values.tolist() == [["i1", "llm_judge", "empathy", 4.0], ["i2", "llm_judge", "empathy", 2.0]]
     assert details["unparsable_answers"] == {"empathy": 0, "fluency": 2}
@@ -367,14 +369,14 @@ def test_prose_answers_are_counted_unparsable_never_zero(tmp_path, caplog):
                          "text_b": ["one", "two", "third"], "gold": [3.0, 2.0, 1.0]})
     with FakeEndpoint([(200, answer)]) as fake:
         settings = endpoint_config(fake.base_url, "some-model", str(tmp_path / "c.jsonl"))
-        frame, details = llm_raters.api_similarity_predictions(test, settings)
+        frame, details = api.api_similarity_predictions(test, settings)
     assert details["unparsable_answers"] == 3 and details["pairs_without_score"] == 1
     assert frame.predicted.tolist()[:2] == [3.0, 3.0] and pd.isna(frame.predicted.iloc[2])
     assert "3 of 6 answers hold no score" in caplog.text
     with FakeEndpoint([(200, "No idea, they are stories.")]) as fake:
         settings = endpoint_config(fake.base_url, "some-model", str(tmp_path / "d.jsonl"))
         with pytest.raises(InputError, match="none of the 6 answers"):
-            llm_raters.api_similarity_predictions(test, settings)
+            api.api_similarity_predictions(test, settings)
 
 
 def test_parse_request_follows_the_authors(tmp_path):
@@ -386,7 +388,7 @@ def test_parse_request_follows_the_authors(tmp_path):
     test = pd.DataFrame({"pair_id": ["p1"], "text_a": ["a"], "text_b": ["b"], "gold": [3.0]})
     with FakeEndpoint([(200, answer)]) as fake:
         settings = endpoint_config(fake.base_url, "m", str(tmp_path / "c.jsonl"), parse_with_llm=True)
-        frame, details = llm_raters.api_similarity_predictions(test, settings)
+        frame, details = api.api_similarity_predictions(test, settings)
     assert frame.predicted.tolist() == [4.0] and len(fake.received) == 4
     assert "Both feel lonely" in fake.received[-1]["body"]["messages"][-1]["content"]
 
@@ -396,7 +398,7 @@ def test_parse_request_follows_the_authors(tmp_path):
     ("The year 2024 was hard; 4.", 4.0), ("They would empathize.", None), ("", None), ("3.", 3.0),
 ])
 def test_parse_score(answer, expected):
-    assert llm_raters.parse_score(answer, 1, 4) == expected
+    assert llm_scoring.parse_score(answer, 1, 4) == expected
 
 
 def test_default_config_needs_no_endpoint(repo):

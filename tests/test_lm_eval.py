@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from empathy_workflow.io import InputError
-from empathy_workflow.lm_eval_tasks import runner
+from empathy_workflow.core.io import InputError
+from empathy_workflow.empo.lm_eval_tasks import runner
 
 REPO = Path(__file__).resolve().parents[1]
 MMLU = REPO / "resources" / "data" / "mmlu"
@@ -95,7 +95,7 @@ def test_local_task_answers_question_by_question(prepared_models, questions):
     import lm_eval
     from lm_eval.api.registry import get_model
 
-    from empathy_workflow.training import load_policy
+    from empathy_workflow.empo.training import load_policy
 
     policy = prepared_models / "policy"
     summary = runner.run(settings(limit=QUESTIONS), questions, policy, None, seed=3)
@@ -155,7 +155,7 @@ def make_adapters(policy: Path, tmp_path: Path) -> tuple[Path, Path]:
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from empathy_workflow.training import load_base_model, save_adapter
+    from empathy_workflow.core.hf import load_base_model, save_adapter
 
     torch.manual_seed(0)
     lora = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
@@ -172,7 +172,7 @@ def make_adapters(policy: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_preference_adapter_goes_through_peft(prepared_models, questions, tmp_path):
-    from empathy_workflow.training import load_policy
+    from empathy_workflow.empo.training import load_policy
 
     policy = prepared_models / "policy"
     sft_dir, dpo_dir = make_adapters(policy, tmp_path)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import classification_report
 
-from empathy_workflow import metrics
+from empathy_workflow.similarity import metrics
 
 
 def test_perfect_predictions():

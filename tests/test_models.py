@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from empathy_workflow.io import InputError
-from empathy_workflow.models import package_folder, prepare_model
+from empathy_workflow.core.io import InputError
+from empathy_workflow.core.models import package_folder, prepare_model
 
 
 def test_policy_loads_and_generates(prepared_models):

@@ -19,8 +19,8 @@ import yaml
 
 from conftest import REPO, merge_config, snakemake
 
-from empathy_workflow import data, downloads
-from empathy_workflow.io import InputError
+from empathy_workflow.core import dataset_sources, downloads
+from empathy_workflow.core.io import InputError
 
 PAPER_CONFIGS = [REPO / "configs" / "empo_zephyr.yaml", REPO / "configs" / "similarity_llama3.yaml"]
 DOWNLOAD_RULES = {"download_model", "download_dataset", "download_lm_eval_task"}
@@ -100,7 +100,7 @@ def test_compute_jobs_run_with_the_offline_switches_on(tmp_path):
 def test_an_uncached_url_is_refused_offline_with_the_rule_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv(downloads.OFFLINE_FLAG, "1")
     with pytest.raises(InputError, match="download_dataset rule"):
-        data.fetch("https://example.org/PAIRS%20(train).csv", tmp_path)
+        dataset_sources.fetch("https://example.org/PAIRS%20(train).csv", tmp_path)
 
 
 def test_gated_leaderboard_data_is_refused_naming_task_and_need(monkeypatch):

@@ -154,7 +154,7 @@ def test_jobs_run_with_a_fixed_hash_seed(tiny_run):
 
 def test_preference_beta_reruns_only_that_run(tiny_run, tmp_path):
     settings = tiny_settings()
-    from empathy_workflow.preference_runs import resolve_runs
+    from empathy_workflow.core.grids import resolve_runs
 
     runs = resolve_runs(settings["empo"]["preference"])
     run = sorted(runs)[0]
@@ -168,7 +168,7 @@ def test_rejected_per_prompt_reruns_pairs_and_downstream(tiny_run, tmp_path):
     rejected = int(settings["empo"]["pairs"]["rejected_per_prompt"]) + 1
     extra = override(tmp_path, {"empo": {"pairs": {"rejected_per_prompt": rejected}}})
     expected = {job("empo_pairs", split=s) for s in ("train", "valid", "test")}
-    from empathy_workflow.preference_runs import resolve_runs
+    from empathy_workflow.core.grids import resolve_runs
 
     for run in resolve_runs(settings["empo"]["preference"]):
         expected |= preference_run_jobs(run)

@@ -13,9 +13,10 @@ import yaml
 
 import chance
 from conftest import REPO, RESOURCES
-from empathy_workflow import data, metrics, models, similarity, training
-from empathy_workflow import similarity_protocol as protocol
-from empathy_workflow.io import InputError, write_csv, write_json
+from empathy_workflow.core import hf, models, trainer_setup
+from empathy_workflow.similarity import decoding, encoders, llm, metrics, stories, story_pairs
+from empathy_workflow.similarity import protocol
+from empathy_workflow.core.io import InputError, write_csv, write_json
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 
@@ -29,14 +30,14 @@ def tables(tmp_path_factory):
     root = tmp_path_factory.mktemp("similarity-data")
     settings = CONFIG["datasets"]["empathic_stories"]
     sources = {s: (str(REPO / settings[s]) if settings[s] else None) for s in ("train", "dev", "test")}
-    splits, info = data.prepare_empathic_stories(sources, settings, CONFIG["seed"])
+    splits, info = stories.prepare_empathic_stories(sources, settings, CONFIG["seed"])
     paths = {}
     for name, frame in splits.items():
         paths[name] = root / f"{name}.csv"
         write_csv(paths[name], frame)
     paths["info"] = root / "split_info.json"
     write_json(paths["info"], info)
-    pairs, ratings = data.load_urdu_stories(RESOURCES / "urdu_stories" / "Urdu_Dataset_Annotation.csv",
+    pairs, ratings = stories.load_urdu_stories(RESOURCES / "urdu_stories" / "Urdu_Dataset_Annotation.csv",
                                             RESOURCES / "urdu_stories" / "cleaned_urdu_stories.csv")
     paths["urdu"], paths["ratings"] = root / "urdu.csv", root / "ratings.csv"
     write_csv(paths["urdu"], pairs)
@@ -81,34 +82,34 @@ LLM_SETTINGS = {"max_length": 256, "max_narrative_tokens": 40, "score_batch_size
 
 
 def test_tables_use_summaries_and_urdu_falls_back_to_stories(tables):
-    test, used = similarity.load_pairs(tables["test"], "summary")
+    test, used = story_pairs.load_pairs(tables["test"], "summary")
     raw = pd.read_csv(tables["test"])
     assert used == "summary" and len(test) == 150
     assert test.text_a.tolist() == raw.summary_a.tolist() and test.gold.tolist() == raw.empathy.tolist()
-    urdu, used = similarity.load_pairs(tables["urdu"], "summary")
+    urdu, used = story_pairs.load_pairs(tables["urdu"], "summary")
     assert used == "story" and len(urdu) == 291  # no summaries for the Urdu pairs
     assert urdu.text_b.tolist() == pd.read_csv(tables["urdu"]).story_b.tolist()
-    assert similarity.load_pairs(tables["test"], "story")[1] == "story"
+    assert story_pairs.load_pairs(tables["test"], "story")[1] == "story"
 
 
 def test_split_note_says_resplit(tables):
     assert json.loads(tables["info"].read_text())["resplit"] is True
-    assert similarity.split_note("empathic_stories_test", tables["info"]).startswith("re-split")
-    assert "re-split" in similarity.split_note("urdu_stories", tables["info"])
-    assert "all pairs" in similarity.split_note("urdu_stories", tables["info"], scored=291, total=291)
-    assert "subset of 100 of the 291 pairs" in similarity.split_note("urdu_stories", tables["info"], 100, 291)
-    assert similarity.split_note("empathic_stories_test", tables["info"], 100, 150).endswith(
+    assert story_pairs.split_note("empathic_stories_test", tables["info"]).startswith("re-split")
+    assert "re-split" in story_pairs.split_note("urdu_stories", tables["info"])
+    assert "all pairs" in story_pairs.split_note("urdu_stories", tables["info"], scored=291, total=291)
+    assert "subset of 100 of the 291 pairs" in story_pairs.split_note("urdu_stories", tables["info"], 100, 291)
+    assert story_pairs.split_note("empathic_stories_test", tables["info"], 100, 150).endswith(
         "seeded subset of 100 of its 150 pairs")
 
 
 def test_test_pairs_subset_is_seeded_and_shared_by_methods(tables):
-    urdu, _ = similarity.load_pairs(tables["urdu"], "summary")
-    subset = similarity.sample_test_pairs(urdu, 100, seed=42)
+    urdu, _ = story_pairs.load_pairs(tables["urdu"], "summary")
+    subset = story_pairs.sample_test_pairs(urdu, 100, seed=42)
     assert len(subset) == 100 and subset.pair_id.is_unique
-    assert subset.pair_id.tolist() == similarity.sample_test_pairs(urdu, 100, seed=42).pair_id.tolist()
-    assert subset.pair_id.tolist() != similarity.sample_test_pairs(urdu, 100, seed=7).pair_id.tolist()
+    assert subset.pair_id.tolist() == story_pairs.sample_test_pairs(urdu, 100, seed=42).pair_id.tolist()
+    assert subset.pair_id.tolist() != story_pairs.sample_test_pairs(urdu, 100, seed=7).pair_id.tolist()
     assert subset.index.is_monotonic_increasing  # table order kept
-    assert similarity.sample_test_pairs(urdu, None, 42) is urdu and similarity.sample_test_pairs(urdu, 500, 42) is urdu
+    assert story_pairs.sample_test_pairs(urdu, None, 42) is urdu and story_pairs.sample_test_pairs(urdu, 500, 42) is urdu
 
 
 def test_tree_mask_keeps_branches_apart():
@@ -116,7 +117,7 @@ def test_tree_mask_keeps_branches_apart():
 
     # two prompts (remainders of 2 and 3 tokens, left-padded to 3) after a shared prefix of 1;
     # branches [x, y] and [z]
-    mask = similarity._tree_mask([2, 3], 3, 1, [[5, 6], [7]], torch.float32)[:, 0] == 0
+    mask = decoding._tree_mask([2, 3], 3, 1, [[5, 6], [7]], torch.float32)[:, 0] == 0
     assert mask.shape == (2, 6, 7)
     prefix, prompt, branch = slice(0, 1), slice(1, 4), slice(4, 7)
     assert mask[:, :, prefix].all()  # everyone sees the shared prefix
@@ -134,15 +135,15 @@ def test_bad_tables_are_named(tmp_path, tables):
     bad.loc[3, "empathy"] = 5.0
     write_csv(tmp_path / "bad.csv", bad)
     with pytest.raises(InputError, match=r"bad.csv: row 5, column 'empathy'.*off the scale"):
-        similarity.load_pairs(tmp_path / "bad.csv", "summary")
+        story_pairs.load_pairs(tmp_path / "bad.csv", "summary")
     empty = frame.copy()
     empty.loc[0, "summary_b"] = " "
     write_csv(tmp_path / "empty.csv", empty)
     with pytest.raises(InputError, match=r"empty.csv: row 2, column 'summary_b': empty text"):
-        similarity.load_pairs(tmp_path / "empty.csv", "summary")
+        story_pairs.load_pairs(tmp_path / "empty.csv", "summary")
     write_csv(tmp_path / "nogold.csv", frame.drop(columns="empathy"))
     with pytest.raises(InputError, match="lacks column"):
-        similarity.load_pairs(tmp_path / "nogold.csv", "summary")
+        story_pairs.load_pairs(tmp_path / "nogold.csv", "summary")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,12 +156,12 @@ def _pairs(rows):
 
 def test_losses_get_the_columns_they_expect():
     train = _pairs([("a", "b", 4.0), ("c", "d", 1.0), ("e", "f", 2.5)])
-    cosine, _ = similarity.contrastive_dataset(train, "cosine", 0)
+    cosine, _ = encoders.contrastive_dataset(train, "cosine", 0)
     assert cosine.label.tolist() == pytest.approx([1.0, 0.0, 0.5])
-    online, _ = similarity.contrastive_dataset(train, "online_contrastive", 0)
+    online, _ = encoders.contrastive_dataset(train, "online_contrastive", 0)
     assert online.label.tolist() == [1, 0, 0]  # above the median 2.5
     with pytest.raises(InputError, match="not one of"):
-        similarity.contrastive_dataset(train, "triplet", 0)
+        encoders.contrastive_dataset(train, "triplet", 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,25 +171,25 @@ def test_losses_get_the_columns_they_expect():
 def test_scored_suffixes_and_branches():
     # "1<eot>\n", "1.5<eot>\n", "2<eot>\n" as token ids (1 . 5 2 -> 11 12 15 22; eot 2; newline 9)
     suffixes = [[11, 2, 9], [11, 12, 15, 2, 9], [22, 2, 9]]
-    scored = similarity.scored_suffixes(suffixes)
+    scored = decoding.scored_suffixes(suffixes)
     assert scored == [[11, 2], [11, 12, 15, 2], [22, 2]]
-    branches, owner = similarity._branches(scored)
+    branches, owner = decoding._branches(scored)
     assert branches == [[11, 12, 15], [22]] and owner == [0, 0, 1]
 
 
 def test_scoring_is_a_distribution_over_exactly_the_seven_answers(tiny_llm, tables):
     import torch
 
-    model, tokenizer = similarity.load_causal_lm(tiny_llm)
-    test, _ = similarity.load_pairs(tables["test"], "summary")
+    model, tokenizer = hf.load_causal_lm(tiny_llm)
+    test, _ = story_pairs.load_pairs(tables["test"], "summary")
     test = test.head(5)
-    budget = similarity.narrative_budget(tokenizer, LLM_SETTINGS)
-    suffixes = similarity.scored_suffixes(similarity.answer_suffixes(tokenizer, similarity.prompt_messages("", "")))
+    budget = llm.narrative_budget(tokenizer, LLM_SETTINGS)
+    suffixes = decoding.scored_suffixes(llm.answer_suffixes(tokenizer, llm.prompt_messages("", "")))
     assert [tokenizer.decode(s) for s in suffixes] == [a + "<|im_end|>" for a in protocol.ZEROSHOT_ANSWERS]
-    prompts = [similarity._render_prompt(tokenizer, similarity.prompt_messages(
-        similarity.truncate_tokens(tokenizer, a, budget), similarity.truncate_tokens(tokenizer, b, budget)))
+    prompts = [llm._render_prompt(tokenizer, llm.prompt_messages(
+        llm.truncate_tokens(tokenizer, a, budget), llm.truncate_tokens(tokenizer, b, budget)))
         for a, b in zip(test.text_a, test.text_b)]
-    fast = similarity.answer_logprobs(model, tokenizer, prompts, suffixes, batch_size=2, progress=False)
+    fast = decoding.answer_logprobs(model, tokenizer, prompts, suffixes, batch_size=2, progress=False)
     # Reference: each answer appended to its prompt, one full forward pass per (prompt, answer)
     reference = np.zeros_like(fast)
     with torch.inference_mode():
@@ -197,10 +198,10 @@ def test_scoring_is_a_distribution_over_exactly_the_seven_answers(tiny_llm, tabl
                 logp = torch.log_softmax(model(torch.tensor([prompt + suffix])).logits[0].float(), -1)
                 reference[i, j] = sum(logp[len(prompt) - 1 + k, suffix[k]].item() for k in range(len(suffix)))
     np.testing.assert_allclose(fast, reference, atol=1e-4)
-    probs = similarity.answer_distribution(fast)
+    probs = decoding.answer_distribution(fast)
     assert probs.shape == (5, 7) and np.allclose(probs.sum(axis=1), 1.0) and (probs > 0).all()
 
-    frame, details = similarity.llm_predictions(tiny_llm, None, test, LLM_SETTINGS, "llm_zeroshot")
+    frame, details = llm.llm_predictions(tiny_llm, None, test, LLM_SETTINGS, "llm_zeroshot")
     assert frame.columns.tolist()[:3] == ["pair_id", "gold", "predicted"]
     answers = protocol.ZEROSHOT_ANSWERS
     values = np.array([float(a) for a in answers])
@@ -218,21 +219,21 @@ def test_scoring_is_a_distribution_over_exactly_the_seven_answers(tiny_llm, tabl
 def test_lora_sft_trains_answers_only_and_is_deterministic(tiny_llm, tables, tmp_path):
     from safetensors.torch import load_file
 
-    train, _ = similarity.load_pairs(tables["train"], "summary")
+    train, _ = story_pairs.load_pairs(tables["train"], "summary")
     runs = []
     for name in ("one", "two"):
-        info = similarity.train_llm(tiny_llm, train, LLM_SETTINGS, 7, tmp_path / name, tmp_path / f"ck-{name}")
+        info = llm.train_llm(tiny_llm, train, LLM_SETTINGS, 7, tmp_path / name, tmp_path / f"ck-{name}")
         assert info["steps"] == 3 and info["examples"] == 12  # 6 pairs, both story orders
         runs.append(load_file(tmp_path / name / "adapter_model.safetensors"))
     assert runs[0].keys() == runs[1].keys() and runs[0]
     for key in runs[0]:
         assert np.array_equal(runs[0][key].numpy(), runs[1][key].numpy()), key
-    examples = similarity.llm_examples(train.head(2), similarity.load_causal_lm(tiny_llm)[1], LLM_SETTINGS)
+    examples = llm.llm_examples(train.head(2), hf.load_causal_lm(tiny_llm)[1], LLM_SETTINGS)
     assert len(examples) == 4 and examples[0]["prompt"][1]["content"] != examples[1]["prompt"][1]["content"]
     assert examples[0]["completion"][0]["content"] == protocol.sft_completion(train.gold.iloc[0])
     settings = {**LLM_SETTINGS, "max_new_tokens": 4}
-    frame, details = similarity.llm_predictions(tiny_llm, tmp_path / "one", train.head(3), settings, "llm_sft")
-    untuned, _ = similarity.llm_predictions(tiny_llm, None, train.head(3), settings, "llm_sft")
+    frame, details = llm.llm_predictions(tiny_llm, tmp_path / "one", train.head(3), settings, "llm_sft")
+    untuned, _ = llm.llm_predictions(tiny_llm, None, train.head(3), settings, "llm_sft")
     assert not np.allclose(frame.predicted_expected, untuned.predicted_expected)  # the adapter is applied
     assert sum(details["parsing"].values()) == 3 and frame.response.map(len).gt(0).all()
 
@@ -243,23 +244,23 @@ def test_llm_training_resumes_only_its_remaining_steps(tiny_llm, tables, tmp_pat
     weights of an uninterrupted run (fresh optimizer moments would give other weights)."""
     from safetensors.torch import load_file
 
-    train, _ = similarity.load_pairs(tables["train"], "summary")
+    train, _ = story_pairs.load_pairs(tables["train"], "summary")
     settings = {**LLM_SETTINGS, "save_steps": 1}
     checkpoints = tmp_path / "checkpoints"
-    monkeypatch.setenv(training.STOP_AFTER_STEP, "1")
-    with pytest.raises(training.StoppedAtStepBudget):
-        similarity.train_llm(tiny_llm, train, settings, 7, tmp_path / "resumed", checkpoints)
+    monkeypatch.setenv(trainer_setup.STOP_AFTER_STEP, "1")
+    with pytest.raises(trainer_setup.StoppedAtStepBudget):
+        llm.train_llm(tiny_llm, train, settings, 7, tmp_path / "resumed", checkpoints)
     assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1"]
     assert not (tmp_path / "resumed").exists()
-    monkeypatch.delenv(training.STOP_AFTER_STEP)
+    monkeypatch.delenv(trainer_setup.STOP_AFTER_STEP)
     caplog.set_level("INFO", logger="empathy_workflow.training")
     caplog.clear()
-    resumed = similarity.train_llm(tiny_llm, train, settings, 7, tmp_path / "resumed", checkpoints)
+    resumed = llm.train_llm(tiny_llm, train, settings, 7, tmp_path / "resumed", checkpoints)
     assert (resumed["started_at_step"], resumed["steps_run"], resumed["steps"]) == (1, [2, 3], 3)
     assert "learning-rate scheduler at step 1)" in caplog.text
     assert int(re.search(r"optimizer moments for (\d+) parameter tensors", caplog.text).group(1)) > 0
     assert not checkpoints.exists()  # removed once finished
-    whole = similarity.train_llm(tiny_llm, train, settings, 7, tmp_path / "whole", tmp_path / "other")
+    whole = llm.train_llm(tiny_llm, train, settings, 7, tmp_path / "whole", tmp_path / "other")
     assert (whole["started_at_step"], whole["steps_run"]) == (0, [1, 3])
     weights = [load_file(tmp_path / name / "adapter_model.safetensors") for name in ("resumed", "whole")]
     assert weights[0].keys() == weights[1].keys()
@@ -270,17 +271,17 @@ def test_llm_training_resumes_only_its_remaining_steps(tiny_llm, tables, tmp_pat
 def test_llm_training_with_other_settings_starts_afresh(tiny_llm, tables, tmp_path, monkeypatch, caplog):
     """Checkpoints of other settings are removed, not resumed: after a stop at step 2, a run with
     another learning rate starts at step 0 and leaves only its own checkpoint."""
-    train, _ = similarity.load_pairs(tables["train"], "summary")
+    train, _ = story_pairs.load_pairs(tables["train"], "summary")
     settings = {**LLM_SETTINGS, "save_steps": 1}
     checkpoints = tmp_path / "checkpoints"
-    monkeypatch.setenv(training.STOP_AFTER_STEP, "2")
-    with pytest.raises(training.StoppedAtStepBudget):
-        similarity.train_llm(tiny_llm, train, settings, 7, tmp_path / "adapter", checkpoints)
+    monkeypatch.setenv(trainer_setup.STOP_AFTER_STEP, "2")
+    with pytest.raises(trainer_setup.StoppedAtStepBudget):
+        llm.train_llm(tiny_llm, train, settings, 7, tmp_path / "adapter", checkpoints)
     assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
-    monkeypatch.setenv(training.STOP_AFTER_STEP, "1")
+    monkeypatch.setenv(trainer_setup.STOP_AFTER_STEP, "1")
     caplog.set_level("INFO", logger="empathy_workflow.training")
-    with pytest.raises(training.StoppedAtStepBudget):
-        similarity.train_llm(tiny_llm, train, {**settings, "learning_rate": 5e-4}, 7, tmp_path / "adapter",
+    with pytest.raises(trainer_setup.StoppedAtStepBudget):
+        llm.train_llm(tiny_llm, train, {**settings, "learning_rate": 5e-4}, 7, tmp_path / "adapter",
                              checkpoints)
     assert "from other settings or data: starting afresh" in caplog.text
     assert "trainer starts at step 0 of 3 (optimizer moments for 0 parameter tensors" in caplog.text
@@ -292,9 +293,9 @@ def test_llm_training_with_other_settings_starts_afresh(tiny_llm, tables, tmp_pa
 
 
 def test_zeroshot_beats_chance_on_the_resplit_test(encoder, tables):
-    train, _ = similarity.load_pairs(tables["train"], "summary")
-    test, _ = similarity.load_pairs(tables["test"], "summary")
-    frame, details = similarity.encoder_predictions(encoder, train, test)
+    train, _ = story_pairs.load_pairs(tables["train"], "summary")
+    test, _ = story_pairs.load_pairs(tables["test"], "summary")
+    frame, details = encoders.encoder_predictions(encoder, train, test)
     scores = metrics.similarity_metrics(frame.gold, frame.predicted)
     # Shuffled predictions: Pearson has sd ~ 1/sqrt(n-1) = 0.08 for n = 150. Measured zero-shot
     # Pearson on this re-split (seed 42, MiniLM, raw cosine as the paper; 0.322 on the seeded 100-pair subset, benchmarks/similarity.md);
@@ -308,17 +309,17 @@ def test_zeroshot_beats_chance_on_the_resplit_test(encoder, tables):
 
 
 def test_contrastive_training_is_deterministic(encoder, tables, tmp_path):
-    train, _ = similarity.load_pairs(tables["train"], "summary")
-    dev, _ = similarity.load_pairs(tables["dev"], "summary")
+    train, _ = story_pairs.load_pairs(tables["train"], "summary")
+    dev, _ = story_pairs.load_pairs(tables["dev"], "summary")
     subset = train.head(80)
     settings = {"loss": "mnrl", "epochs": 1, "batch_size": 8, "learning_rate": 5e-5, "max_seq_length": 64,
                 "scale": 1.0, "warmup_ratio": 0.3}
-    infos = [similarity.train_contrastive(encoder, subset, dev, settings, 3, tmp_path / name) for name in "ab"]
+    infos = [encoders.train_contrastive(encoder, subset, dev, settings, 3, tmp_path / name) for name in "ab"]
     assert infos[0] == infos[1] and infos[0]["steps"] > 0
-    test, _ = similarity.load_pairs(tables["test"], "summary")
-    predictions = [similarity.encoder_predictions(tmp_path / name, subset, test.head(30))[0] for name in "ab"]
+    test, _ = story_pairs.load_pairs(tables["test"], "summary")
+    predictions = [encoders.encoder_predictions(tmp_path / name, subset, test.head(30))[0] for name in "ab"]
     pd.testing.assert_frame_equal(predictions[0], predictions[1])
-    base = similarity.encoder_predictions(encoder, subset, test.head(30), max_seq_length=64)[0]
+    base = encoders.encoder_predictions(encoder, subset, test.head(30), max_seq_length=64)[0]
     assert not np.allclose(base.cosine, predictions[0].cosine)  # training changed the encoder
 
 
@@ -326,12 +327,12 @@ def test_contrastive_model_beats_chance_on_the_resplit_test(encoder, tables, tmp
     """The trained model of the default config (mnrl on the notebooks' triplets, 1 epoch, batch 16, 128 tokens) on all
     150 re-split test pairs: a real signal, not chance."""
     settings = yaml.safe_load((REPO / "config.yaml").read_text())["similarity"]["contrastive"]
-    train, _ = similarity.load_pairs(tables["train"], "summary")
-    dev, _ = similarity.load_pairs(tables["dev"], "summary")
-    test, _ = similarity.load_pairs(tables["test"], "summary")
-    info = similarity.train_contrastive(encoder, train, dev, settings, 42, tmp_path / "model")
+    train, _ = story_pairs.load_pairs(tables["train"], "summary")
+    dev, _ = story_pairs.load_pairs(tables["dev"], "summary")
+    test, _ = story_pairs.load_pairs(tables["test"], "summary")
+    info = encoders.train_contrastive(encoder, train, dev, settings, 42, tmp_path / "model")
     assert info["steps"] == 32 and info["triplets"] == 507  # the notebooks' triplets: 145 + 145 + 2 * 62 + 93
-    frame, _ = similarity.encoder_predictions(tmp_path / "model", train, test,
+    frame, _ = encoders.encoder_predictions(tmp_path / "model", train, test,
                                               max_seq_length=settings["max_seq_length"])
     scores = metrics.similarity_metrics(frame.gold, frame.predicted)
     # Shuffled predictions: Pearson sd ~ 1/sqrt(149) = 0.08. Measured (seed 42, deterministic):

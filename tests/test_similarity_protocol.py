@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from conftest import REPO, merge_config
-from empathy_workflow import metrics, models, similarity, similarity_decoding
-from empathy_workflow import similarity_protocol as protocol
+from empathy_workflow.core import models
+from empathy_workflow.similarity import decoding, encoders, llm, metrics, story_pairs
+from empathy_workflow.similarity import protocol
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 
@@ -35,7 +36,7 @@ def test_mnrl_triplets_are_built_as_the_notebook_builds_them():
     # median 2.0: above = (a,b) and (c,d); at/below = (a,x), (b,y), (p,q), (a,c)
     train = _pairs([("a", "b", 4.0), ("a", "x", 1.0), ("b", "y", 1.5), ("c", "d", 3.5),
                     ("p", "q", 2.0), ("a", "c", 2.0)])
-    triplets, info = similarity.contrastive_dataset(train, "mnrl", seed=1)
+    triplets, info = encoders.contrastive_dataset(train, "mnrl", seed=1)
     rows = [tuple(r) for r in triplets.itertuples(index=False)]
     assert info["median"] == 2.0
     # above the median: both orders, the same hard negative from a's or b's below-median partners
@@ -52,14 +53,14 @@ def test_mnrl_triplets_are_built_as_the_notebook_builds_them():
     # (a, c) at the median: a's positive partner b -> (a, b, c), (b, a, c)
     assert rows[9:] == [("a", "b", "c"), ("b", "a", "c")]
     assert info["triplets"] == 11 and info["self_positives"] == 1
-    again, _ = similarity.contrastive_dataset(train, "mnrl", seed=1)
+    again, _ = encoders.contrastive_dataset(train, "mnrl", seed=1)
     pd.testing.assert_frame_equal(triplets, again)
-    assert {similarity.contrastive_dataset(train, "mnrl", seed=s)[0].iloc[0].negative for s in range(30)} == {"x", "y", "c"}
+    assert {encoders.contrastive_dataset(train, "mnrl", seed=s)[0].iloc[0].negative for s in range(30)} == {"x", "y", "c"}
 
 
 def test_above_median_pair_with_no_negative_partner_draws_from_all_stories():
     train = _pairs([("a", "b", 4.0), ("c", "d", 1.0)])  # median 2.5: a and b have no negative partner
-    triplets, info = similarity.contrastive_dataset(train, "mnrl", seed=0)
+    triplets, info = encoders.contrastive_dataset(train, "mnrl", seed=0)
     assert info["random_negatives"] == 1 and triplets.iloc[0].negative in {"a", "b", "c", "d"}
 
 
@@ -71,10 +72,10 @@ def test_losses_carry_the_notebooks_scale_and_margin():
     assert protocol.loss_arguments("online_contrastive", settings) == {"margin": 0.8}
     assert protocol.loss_arguments("cosine", settings) == {}
     model = SentenceTransformer(modules=[st_models.Pooling(8)])  # the losses only hold a reference
-    assert similarity.make_loss(model, "mnrl", settings).scale == 1.0
-    assert similarity.make_loss(model, "cosent", settings).scale == 1.0
-    assert similarity.make_loss(model, "angle", settings).scale == 1.0
-    assert similarity.make_loss(model, "online_contrastive", settings).margin == 0.8
+    assert encoders.make_loss(model, "mnrl", settings).scale == 1.0
+    assert encoders.make_loss(model, "cosent", settings).scale == 1.0
+    assert encoders.make_loss(model, "angle", settings).scale == 1.0
+    assert encoders.make_loss(model, "online_contrastive", settings).margin == 0.8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +97,7 @@ def test_encoder_scores_are_raw_cosine_on_the_papers_scale():
 
 
 def test_prompt_is_the_authors_optimized_prompt_verbatim():
-    messages = similarity.prompt_messages("Story one.", "Story two.")
+    messages = llm.prompt_messages("Story one.", "Story two.")
     assert messages[0] == {"role": "system", "content": (
         'Rate the extent to which you agree with the statement "the narrators of the two stories would '
         'empathize with each other." We define empathy as feeling, understanding, and relating to what another '
@@ -114,16 +115,16 @@ def test_prompt_is_the_authors_optimized_prompt_verbatim():
 def test_texts_are_preprocessed_as_the_authors(tmp_path):
     frame = pd.DataFrame({"pair_id": ["1"], "story_a": ["x"], "story_b": ["y"], "summary_a": [" one\ntwo \n"],
                           "summary_b": ["three"], "empathy": [3.0]})
-    frame.to_csv(tmp_path / "pairs.csv", index=False)
-    pairs, _ = similarity.load_pairs(tmp_path / "pairs.csv", "summary")
-    assert pairs.text_a.tolist() == ["one two"]
+    frame.to_csv(tmp_path / "story_pairs.csv", index=False)
+    pairs, _ = story_pairs.load_pairs(tmp_path / "story_pairs.csv", "summary")
+    assert story_pairs.text_a.tolist() == ["one two"]
 
 
 def test_sft_targets_are_the_authors_float_strings():
     assert [protocol.sft_completion(x) for x in (1.0, 1.5, 2.0, 2.25, 3.0, 4.0)] == \
         ["1.0", "1.5", "2.0", "2.5", "3.0", "4.0"]
-    assert similarity.method_answers("llm_sft") == protocol.SFT_ANSWERS
-    assert similarity.method_answers("llm_zeroshot") == ("1", "1.5", "2", "2.5", "3", "3.5", "4")
+    assert llm.method_answers("llm_sft") == protocol.SFT_ANSWERS
+    assert llm.method_answers("llm_zeroshot") == ("1", "1.5", "2", "2.5", "3", "3.5", "4")
 
 
 @pytest.mark.parametrize("response, expected", [
@@ -178,9 +179,9 @@ def test_paper_config_resolves_to_the_authors_settings():
 
 
 def test_peft_default_modules_when_target_modules_is_null():
-    from empathy_workflow import training
+    from empathy_workflow.core import hf
 
-    assert training.lora_config({"r": 64, "alpha": 16, "dropout": 0.05, "target_modules": None}).target_modules is None
+    assert hf.lora_config({"r": 64, "alpha": 16, "dropout": 0.05, "target_modules": None}).target_modules is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,8 +200,8 @@ def test_batched_greedy_decoding_equals_one_prompt_at_a_time(tmp_path):
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
     model = LlamaForCausalLM(config).eval()
     texts = [("I lost my dog.", "My cat died when I was ten and I cried."), ("A new job.", "Lonely at work.")]
-    prompts = [similarity._render_prompt(tokenizer, protocol.prompt_messages(a, b)) for a, b in texts]
-    batched = similarity_decoding.greedy_responses(model, tokenizer, prompts, batch_size=2, max_new_tokens=6,
+    prompts = [llm._render_prompt(tokenizer, protocol.prompt_messages(a, b)) for a, b in texts]
+    batched = decoding.greedy_responses(model, tokenizer, prompts, batch_size=2, max_new_tokens=6,
                                                    progress=False)
     for prompt, response in zip(prompts, batched):
         alone = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=6, do_sample=False,

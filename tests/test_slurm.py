@@ -22,8 +22,7 @@ import yaml
 
 from conftest import REPO, TINY_CONFIG, snakemake
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "slurm"))
-import local_slurm  # noqa: E402
+import local_slurm  # tests/slurm (pyproject.toml: pytest pythonpath)
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 

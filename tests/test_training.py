@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_CONFIG, snakemake
-from empathy_workflow import preference, training
+from empathy_workflow.core import hf, trainer_setup
+from empathy_workflow.empo import dialogues, emotions, preference_pairs, training
 from empo_fixtures import ed_conversations
 
 
@@ -24,7 +25,7 @@ def policy(prepared_models) -> Path:
 
 @pytest.fixture(scope="module")
 def tokenizer(policy):
-    return training.load_tokenizer(policy)
+    return hf.load_tokenizer(policy)
 
 
 def test_pad_is_an_existing_token(policy, tokenizer):
@@ -36,7 +37,7 @@ def test_pad_is_an_existing_token(policy, tokenizer):
 
 def test_assistant_mask_covers_exactly_the_listener_turns(tokenizer):
     record = next(r for r in ed_conversations() if len(r["turns"]) == 5)  # ends with a speaker turn
-    messages = preference.conversation_messages(record, "Listen with care.")
+    messages = dialogues.conversation_messages(record, "Listen with care.")
     input_ids, mask = training.tokenize_with_assistant_mask(tokenizer, messages)
     assert len(input_ids) == len(mask)
     assert input_ids == tokenizer(training.render(tokenizer, messages), add_special_tokens=False)["input_ids"]
@@ -67,10 +68,10 @@ def test_fit_messages_drops_the_earliest_exchanges(tokenizer):
 
 
 def test_four_bit_needs_cuda():
-    if training.cuda_available():
+    if hf.cuda_available():
         pytest.skip("a GPU is present")
     with pytest.raises(training.InputError, match=r"empo.sft.quantization: 4bit .* needs a CUDA GPU"):
-        training.quantization_config({"quantization": "4bit"})
+        hf.quantization_config({"quantization": "4bit"})
 
 
 # ---------------------------------------------------------------------------- the rules
@@ -110,7 +111,7 @@ LOG = {"sft": "sft.log", "dpo": "preference_dpo.log"}  # rules/empo.smk
 
 
 def stop_after(step: int) -> dict:
-    return {training.STOP_AFTER_STEP: str(step)}
+    return {trainer_setup.STOP_AFTER_STEP: str(step)}
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,7 @@ def test_adapters_are_lora_only_and_change_the_outputs(trained, policy, tokenize
         assert (models / name / "adapter_model.safetensors").stat().st_size < 20e6
 
     record = ed_conversations()[0]
-    text = training.render(tokenizer, preference.prompt_messages(record), add_generation_prompt=True)
+    text = training.render(tokenizer, dialogues.prompt_messages(record), add_generation_prompt=True)
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
 
     def logits(model):
@@ -237,12 +238,12 @@ def test_preference_loss_type_reaches_the_trainer(policy, tokenizer, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     records = ed_conversations()
-    pairs, _ = preference.build_pairs(records, preference.read_mapping(preference.named_mapping_path("plutchik")),
+    pairs, _ = preference_pairs.build_pairs(records, emotions.read_mapping(emotions.named_mapping_path("plutchik")),
                                       rejected_per_prompt=1, seed=0, max_conversations=2)
     examples = training.preference_examples(pairs[:2], tokenizer, 160)
     losses = {}
     for loss_type, beta in (("sigmoid", 0.1), ("ipo", 0.1), ("ipo", 0.5)):
-        model = get_peft_model(training.load_base_model(policy),
+        model = get_peft_model(hf.load_base_model(policy),
                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
                                           init_lora_weights=False, task_type="CAUSAL_LM"))
         model.config.pad_token_id = tokenizer.pad_token_id

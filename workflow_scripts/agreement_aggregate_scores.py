@@ -6,7 +6,8 @@ import os
 
 import pandas as pd
 
-from empathy_workflow import agreement, io, plots, runtime
+from empathy_workflow.agreement import aggregate, figures, tables
+from empathy_workflow.core import io, plots, runtime
 
 logger = runtime.start(snakemake)  # noqa: F821 (injected by Snakemake)
 settings = snakemake.params.settings  # noqa: F821
@@ -31,7 +32,7 @@ datasets["urdu_stories"] = (urdu, ["empathy", "event", "emotion"], "annotator me
 results = {}
 for name, (frame, aspects, note) in datasets.items():
     source = f"{name} pairs"
-    result = agreement.aggregate_analysis(frame, aspects, "gpt_score", settings["scale"], settings, seed,
+    result = aggregate.aggregate_analysis(frame, aspects, "gpt_score", settings["scale"], settings, seed,
                                           name, source)
     result["note"] = note
     if name == "empathic_stories":
@@ -40,7 +41,7 @@ for name, (frame, aspects, note) in datasets.items():
     for aspect, agree in result["human_vs_gpt"].items():
         logger.info("%s: %s vs gpt_score: n %d, Pearson %.3f, Spearman %.3f, alpha %s", name, aspect,
                     agree["n"], agree["pearson"], agree["spearman"], agree["krippendorff_alpha_interval"])
-    agreement.plot_aggregate(name, result, frame, "gpt_score", plot_dir, plots.save_figure, plots.new_figure)
+    figures.plot_aggregate(name, result, frame, "gpt_score", plot_dir, plots.save_figure, plots.new_figure)
 
-io.write_text(snakemake.output.table, agreement.aggregate_markdown(results))  # noqa: F821
+io.write_text(snakemake.output.table, tables.aggregate_markdown(results))  # noqa: F821
 io.write_json(snakemake.output.json, results)  # noqa: F821

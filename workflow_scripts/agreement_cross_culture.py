@@ -2,7 +2,8 @@
 Urdu, the English variants under the Urdu aspect they correspond to, English-only aspects apart),
 with the alpha-with-interval plot across datasets."""
 
-from empathy_workflow import agreement, cross_culture, io, plots, runtime
+from empathy_workflow.agreement import cross_culture, figures
+from empathy_workflow.core import io, plots, runtime
 
 logger = runtime.start(snakemake)  # noqa: F821 (injected by Snakemake)
 names = list(snakemake.params.datasets)  # noqa: F821
@@ -11,7 +12,7 @@ summary = cross_culture.cross_culture(results, dict(snakemake.params.languages),
                                       dict(snakemake.params.compare_as))  # noqa: F821
 for note in summary["notes"]:
     logger.info(note)
-agreement.plot_alpha(cross_culture.plot_entries(summary, results), snakemake.output.plot,  # noqa: F821
+figures.plot_alpha(cross_culture.plot_entries(summary, results), snakemake.output.plot,  # noqa: F821
                      plots.save_figure, plots.new_figure, "Krippendorff's alpha per aspect and dataset")
 io.write_text(snakemake.output.table, cross_culture.cross_culture_markdown(summary))  # noqa: F821
 io.write_json(snakemake.output.json, summary)  # noqa: F821

@@ -1,10 +1,10 @@
 """Rule download_dataset (a localrule): a dataset's URL and `hf:` sources into the download cache."""
 
-from empathy_workflow import downloads
+from empathy_workflow.core import downloads
 
 downloads.go_online()  # before any Hugging Face library is imported
 
-from empathy_workflow import runtime  # noqa: E402
+from empathy_workflow.core import runtime
 
 logger = runtime.start(snakemake)
 fetched = downloads.fetch_dataset(snakemake.wildcards.dataset, snakemake.params.sources,

@@ -1,11 +1,11 @@
 """Rule download_lm_eval_task (a localrule): the data of one lm-eval stock task into the hub cache,
 or a refusal naming the task and what it needs (a gated dataset without a token, no hub)."""
 
-from empathy_workflow import downloads
+from empathy_workflow.core import downloads
 
 downloads.go_online()  # before any Hugging Face library is imported
 
-from empathy_workflow import runtime  # noqa: E402
+from empathy_workflow.core import runtime
 
 logger = runtime.start(snakemake)
 details = downloads.fetch_lm_eval_task(snakemake.wildcards.task, snakemake.output.manifest)

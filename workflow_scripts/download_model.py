@@ -1,11 +1,11 @@
 """Rule download_model (a localrule: runs where Snakemake runs): a hub model into the download cache."""
 
-from empathy_workflow import downloads
+from empathy_workflow.core import downloads
 
 downloads.go_online()  # before any Hugging Face library is imported
 
-from empathy_workflow import runtime  # noqa: E402
-from empathy_workflow.io import write_json  # noqa: E402
+from empathy_workflow.core import runtime
+from empathy_workflow.core.io import write_json
 
 logger = runtime.start(snakemake)
 details = downloads.fetch_model(snakemake.wildcards.model, snakemake.params.settings, snakemake.output.snapshot)

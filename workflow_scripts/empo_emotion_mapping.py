@@ -4,18 +4,19 @@ dialogues and the NRC VAD lexicon (see empathy_workflow.preference.valence_mappi
 
 import pandas as pd
 
-from empathy_workflow import io, preference, runtime
+from empathy_workflow.core import io, runtime
+from empathy_workflow.empo import dialogues, emotions, lexicons
 
 logger = runtime.start(snakemake)
 name = snakemake.params.mapping
 if name == "valence":
-    records = preference.read_dialogues(snakemake.input.train)
-    frame = preference.valence_mapping(records, preference.read_vad(snakemake.input.vad))
+    records = dialogues.read_dialogues(snakemake.input.train)
+    frame = emotions.valence_mapping(records, lexicons.read_vad(snakemake.input.vad))
     logger.info("valence mapping from %d training dialogues", len(records))
 else:
     # `mapping` is a list input (empty for valence): the shipped plutchik.csv or the user's CSV
     source = snakemake.input.mapping[0] if len(snakemake.input.mapping) else name
-    mapping = preference.read_mapping(source)
+    mapping = emotions.read_mapping(source)
     frame = pd.DataFrame({"emotion": list(mapping), "opposite": list(mapping.values())})
     logger.info("mapping %r read from %s", name, source)
 for row in frame.itertuples():

@@ -4,18 +4,19 @@ per_item.csv."""
 
 import time
 
-from empathy_workflow import evaluation, io, runtime, template_trees
+from empathy_workflow.core import io, runtime
+from empathy_workflow.empo import dialogues, epitome_data, evaluation, lexicons, template_trees, text_metrics
 
 logger = runtime.start(snakemake)
 settings = snakemake.params.settings
-generations = evaluation.read_generations(snakemake.input.generations)
+generations = text_metrics.read_generations(snakemake.input.generations)
 logger.info("%s: %d generations", snakemake.wildcards.model, len(generations))
 # Read every input before the expensive steps, so a bad file fails fast.
-vad = evaluation.read_vad_lexicon(snakemake.input.vad)
-intensity = evaluation.read_intensity_lexicon(snakemake.input.intensity)
-word_counts = evaluation.document_frequencies(evaluation.ed_utterances(snakemake.input.train))
-classifier_metrics = {m: io.read_json(snakemake.input[f"{m}_metrics"]) for m in evaluation.MECHANISMS}
-classifiers = {m: snakemake.input[m] for m in evaluation.MECHANISMS}
+vad = lexicons.read_vad_lexicon(snakemake.input.vad)
+intensity = lexicons.read_intensity_lexicon(snakemake.input.intensity)
+word_counts = text_metrics.document_frequencies(dialogues.ed_utterances(snakemake.input.train))
+classifier_metrics = {m: io.read_json(snakemake.input[f"{m}_metrics"]) for m in epitome_data.MECHANISMS}
+classifiers = {m: snakemake.input[m] for m in epitome_data.MECHANISMS}
 bertscore_model = snakemake.input.get("bertscore_model") or settings["bertscore"]["model"]
 
 metrics, per_item = evaluation.evaluate_generations(

@@ -8,8 +8,9 @@ import os
 # Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from empathy_workflow import generation, runtime
-from empathy_workflow.io import write_jsonl
+from empathy_workflow.core import runtime
+from empathy_workflow.empo import generation
+from empathy_workflow.core.io import write_jsonl
 
 logger = runtime.start(snakemake)
 adapter = snakemake.input.get("adapter")  # none for base

@@ -2,7 +2,8 @@
 results.json (model means, paired tests, win rates, agreement; the LLM judge when configured)
 and results.md for the report."""
 
-from empathy_workflow import human_eval, human_eval_ratings, human_eval_results, io, runtime
+from empathy_workflow.core import io, runtime
+from empathy_workflow.empo import human_eval, human_eval_ratings, human_eval_results
 
 logger = runtime.start(snakemake)  # noqa: F821 (injected by Snakemake)
 settings = snakemake.params.settings  # noqa: F821

@@ -1,7 +1,8 @@
 """Rule empo_human_sheets: the blinded human-evaluation set from the models' generations ->
 items.csv, key.csv, assignments.csv and one CSV + HTML rating sheet per annotator."""
 
-from empathy_workflow import human_eval, io, runtime
+from empathy_workflow.core import io, runtime
+from empathy_workflow.empo import human_eval
 
 logger = runtime.start(snakemake)  # noqa: F821 (injected by Snakemake)
 settings = snakemake.params.settings  # noqa: F821

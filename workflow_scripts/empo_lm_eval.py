@@ -8,9 +8,9 @@ import os
 # Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from empathy_workflow import runtime
-from empathy_workflow.io import write_json
-from empathy_workflow.lm_eval_tasks import runner
+from empathy_workflow.core import runtime
+from empathy_workflow.core.io import write_json
+from empathy_workflow.empo.lm_eval_tasks import runner
 
 logger = runtime.start(snakemake)
 summary = runner.run(

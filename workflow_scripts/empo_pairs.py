@@ -1,12 +1,13 @@
 """Rule empo_pairs: emotion-grounded preference pairs for one split, and their statistics."""
 
-from empathy_workflow import io, preference, runtime
+from empathy_workflow.core import io, runtime
+from empathy_workflow.empo import dialogues, emotions, preference_pairs
 
 logger = runtime.start(snakemake)
 settings = snakemake.params.settings
 split = snakemake.wildcards.split
-records = preference.read_dialogues(snakemake.input.dialogues)
-mapping = preference.read_mapping(snakemake.input.mapping)
+records = dialogues.read_dialogues(snakemake.input.dialogues)
+mapping = emotions.read_mapping(snakemake.input.mapping)
 
 # Token lengths with the policy's tokenizer, for the length filter and the length statistics
 # (fast: a couple of seconds for the full train split).
@@ -25,7 +26,7 @@ if snakemake.input.get("train_stats"):
                             f"({settings.get('length_measure', 'reply')}, p{settings.get('length_percentile')}); "
                             f"rerun the train split's empo_pairs")
     given_threshold, threshold_from = train_filter.get("threshold"), "train"
-pairs, stats = preference.build_pairs(
+pairs, stats = preference_pairs.build_pairs(
     records,
     mapping,
     rejected_per_prompt=int(settings["rejected_per_prompt"]),
@@ -33,16 +34,16 @@ pairs, stats = preference.build_pairs(
     system_prompt=snakemake.params.system_prompt,
     max_conversations=(settings.get("max_conversations") or {}).get(split),
     length_percentile=settings.get("length_percentile"),
-    token_length=preference.tokenizer_lengths(tokenizer),
+    token_length=preference_pairs.tokenizer_lengths(tokenizer),
     length_measure=settings.get("length_measure", "reply"),
-    conversation_length=preference.chat_lengths(tokenizer),
+    conversation_length=preference_pairs.chat_lengths(tokenizer),
     split=split,
     given_threshold=given_threshold,
     threshold_from=threshold_from,
 )
 if not pairs:
     raise io.InputError(f"{snakemake.input.dialogues}: no preference pairs could be built for split {split}")
-preference.check_pairs(pairs, mapping, {record["conv_id"] for record in records})
+preference_pairs.check_pairs(pairs, mapping, {record["conv_id"] for record in records})
 logger.info("%s: %d pairs from %d prompts (%d conversations); length filter: %s",
             split, stats["pairs"], stats["prompts"], stats["conversations"], stats["length_filter"])
 io.write_jsonl(snakemake.output.pairs, pairs)

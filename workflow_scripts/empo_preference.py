@@ -1,7 +1,8 @@
 """Rule empo_preference: one preference-optimisation run (trl DPOTrainer) that keeps training the
 SFT adapter against the SFT model as reference."""
 
-from empathy_workflow import io, runtime, training
+from empathy_workflow.core import io, runtime
+from empathy_workflow.empo import training
 
 logger = runtime.start(snakemake)
 settings = dict(snakemake.params.settings)

@@ -1,6 +1,7 @@
 """Rule empo_sft: LoRA SFT of the policy on ED conversations (loss on listener turns only)."""
 
-from empathy_workflow import preference, runtime, training
+from empathy_workflow.core import runtime
+from empathy_workflow.empo import dialogues, training
 
 logger = runtime.start(snakemake)
 seed = int(snakemake.params.seed)
@@ -9,8 +10,8 @@ caps = snakemake.params.pairs.get("max_conversations") or {}
 
 def conversations(path, split):
     # The same seeded selection as the pairs of this split (empo.pairs.max_conversations).
-    records = preference.usable_conversations(preference.read_dialogues(path))
-    return preference.select_conversations(records, caps.get(split), seed, salt=f"pairs:{split}")
+    records = dialogues.usable_conversations(dialogues.read_dialogues(path))
+    return dialogues.select_conversations(records, caps.get(split), seed, salt=f"pairs:{split}")
 
 
 summary = training.train_sft(

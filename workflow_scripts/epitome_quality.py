@@ -1,7 +1,8 @@
 """Rule epitome_quality: the three EPITOME classifiers' held-out scores as one file,
 results/empo/epitome/quality.json (accuracy, macro F1, majority-class macro F1, n, confusion)."""
 
-from empathy_workflow import epitome_quality, io, runtime
+from empathy_workflow.core import io, runtime
+from empathy_workflow.empo import epitome_quality
 
 logger = runtime.start(snakemake)
 metrics = {m: io.read_json(snakemake.input[f"{m}_metrics"]) for m in ("er", "ip", "ex")}

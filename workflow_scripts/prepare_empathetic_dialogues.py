@@ -1,10 +1,11 @@
 """Rule prepare_empathetic_dialogues: the release's CSVs (or an HF id / URL) -> one JSON record per
 conversation for train/valid/test, plus split_info.json (re-split by conversation if needed)."""
 
-from empathy_workflow import data, io, runtime
+from empathy_workflow.core import io, runtime
+from empathy_workflow.empo import dialogues
 
 logger = runtime.start(snakemake)
-splits, info = data.prepare_empathetic_dialogues(dict(snakemake.params.sources), dict(snakemake.params.settings),
+splits, info = dialogues.prepare_empathetic_dialogues(dict(snakemake.params.sources), dict(snakemake.params.settings),
                                                  int(snakemake.params.seed))
 logger.info("%s; conversations %s, utterances %s", info["note"], info["counts"], info["utterances"])
 for name, records in splits.items():

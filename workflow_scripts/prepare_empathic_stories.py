@@ -1,10 +1,11 @@
 """Rule prepare_empathic_stories: EmpathicStories pairs -> train/dev/test tables + split_info.json
 (a seeded, documented re-split when the official train split is not given)."""
 
-from empathy_workflow import data, io, runtime
+from empathy_workflow.core import io, runtime
+from empathy_workflow.similarity import stories
 
 logger = runtime.start(snakemake)
-splits, info = data.prepare_empathic_stories(dict(snakemake.params.sources), dict(snakemake.params.settings),
+splits, info = stories.prepare_empathic_stories(dict(snakemake.params.sources), dict(snakemake.params.settings),
                                              int(snakemake.params.seed))
 logger.info("%s; counts %s", info["note"], info["counts"])
 for name, frame in splits.items():

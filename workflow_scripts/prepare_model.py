@@ -1,7 +1,7 @@
 """Rule prepare_model: make results/models/NAME from its config entry (see empathy_workflow.models)."""
 
-from empathy_workflow import runtime
-from empathy_workflow.models import prepare_model
+from empathy_workflow.core import runtime
+from empathy_workflow.core.models import prepare_model
 
 logger = runtime.start(snakemake)
 details = prepare_model(snakemake.params.settings, snakemake.output[0], snapshot=snakemake.input.get("snapshot"))

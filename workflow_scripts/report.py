@@ -1,6 +1,6 @@
 """Rule report: results/report/summary.md and its plots (see empathy_workflow.report)."""
 
-from empathy_workflow import runtime
+from empathy_workflow.core import runtime
 from empathy_workflow.report import main
 
 logger = runtime.start(snakemake)

@@ -1,27 +1,28 @@
 """Rule similarity_predict: one method on one test set -> predictions.csv, metrics.json, scatter.png."""
 
-from empathy_workflow import llm_raters, metrics, runtime, similarity
-from empathy_workflow.io import write_csv, write_json
+from empathy_workflow.core import runtime
+from empathy_workflow.similarity import api, metrics, predict, scatter, story_pairs
+from empathy_workflow.core.io import write_csv, write_json
 
 logger = runtime.start(snakemake)  # noqa: F821 (snakemake is injected)
 method, test_set = snakemake.wildcards.method, snakemake.wildcards.testset
-settings = similarity.jsonable(dict(snakemake.params.settings))
+settings = story_pairs.jsonable(dict(snakemake.params.settings))
 text = settings.pop("text")
 max_test_pairs = settings.pop("max_test_pairs", None)
-test, used = similarity.load_pairs(snakemake.input.test, text)
+test, used = story_pairs.load_pairs(snakemake.input.test, text)
 total = len(test)
-test = similarity.sample_test_pairs(test, max_test_pairs, snakemake.params.seed)
+test = story_pairs.sample_test_pairs(test, max_test_pairs, snakemake.params.seed)
 if len(test) < total:
     logger.info("scoring a seeded subset of %d of the %d %s pairs (similarity.max_test_pairs)", len(test), total,
                 test_set)
-train, _ = similarity.load_pairs(snakemake.input.train, text)
-split = similarity.split_note(test_set, snakemake.input.split_info, scored=len(test), total=total)
+train, _ = story_pairs.load_pairs(snakemake.input.train, text)
+split = story_pairs.split_note(test_set, snakemake.input.split_info, scored=len(test), total=total)
 logger.info("%s on %s: %d test pairs (text: %s)", method, test_set, len(test), used)
 
 if method == "llm_api":  # a model behind an OpenAI-compatible endpoint (similarity.llm_api)
-    predictions, details = llm_raters.api_similarity_predictions(test, settings)
+    predictions, details = api.api_similarity_predictions(test, settings)
 else:
-    predictions, details = similarity.predict(method, test, train, snakemake.input.model, settings,
+    predictions, details = predict.predict(method, test, train, snakemake.input.model, settings,
                                               adapter_path=snakemake.input.get("adapter"))
 # llm_api: pairs whose answers held no score (counted in metrics.json) are left out of the metrics
 with_score = predictions.dropna(subset=["predicted"])
@@ -48,11 +49,11 @@ for column in details.get("extra_scorings", {}):
     result["extra_metrics"][column] = {k: extra[k] for k in ("pearson", "spearman", "mse", "accuracy", "precision",
                                                              "recall", "f1")}
 if snakemake.input.get("ratings"):
-    result["per_annotator"] = similarity.per_annotator_scores(with_score, snakemake.input.ratings)
+    result["per_annotator"] = story_pairs.per_annotator_scores(with_score, snakemake.input.ratings)
 write_csv(snakemake.output.predictions, predictions)
 write_json(snakemake.output.metrics, result)
 pearson = scores["pearson"]
-similarity.scatter_plot(predictions, snakemake.output.plot,
+scatter.scatter_plot(predictions, snakemake.output.plot,
                         f"{method} on {test_set} (n={scores['n']}, r={pearson:.2f})" if pearson is not None
                         else f"{method} on {test_set} (n={scores['n']})")
 logger.info("%s on %s: %s", method, test_set, {k: scores[k] for k in ("pearson", "spearman", "mse", "f1")})

@@ -1,15 +1,16 @@
 """Rule similarity_train_contrastive: fine-tune the sentence encoder (sentence-transformers trainer)."""
 
-from empathy_workflow import runtime, similarity
-from empathy_workflow.io import write_json
+from empathy_workflow.core import runtime
+from empathy_workflow.similarity import encoders, story_pairs
+from empathy_workflow.core.io import write_json
 
 logger = runtime.start(snakemake)  # noqa: F821 (snakemake is injected)
 text = snakemake.params.text
-train, used = similarity.load_pairs(snakemake.input.train, text)
-dev, _ = similarity.load_pairs(snakemake.input.dev, text)
+train, used = story_pairs.load_pairs(snakemake.input.train, text)
+dev, _ = story_pairs.load_pairs(snakemake.input.dev, text)
 logger.info("training pairs: %d (text: %s), dev pairs: %d", len(train), used, len(dev))
-info = similarity.train_contrastive(snakemake.input.encoder, train, dev, dict(snakemake.params.settings),
+info = encoders.train_contrastive(snakemake.input.encoder, train, dev, dict(snakemake.params.settings),
                                     int(snakemake.params.seed), snakemake.output.model)
 info["text"] = used
-write_json(f"{snakemake.output.model}/training_info.json", similarity.jsonable(info))
+write_json(f"{snakemake.output.model}/training_info.json", story_pairs.jsonable(info))
 logger.info("saved %s: %s", snakemake.output.model, info)

@@ -1,9 +1,4 @@
-"""results/report/summary.md: every result of the workflow on one page, with plots.
-
-The report reads only result files (JSON/markdown/CSV written by the stages); it computes no
-statistic of its own beyond differences between runs. Paths in the page are relative to it, so
-the page renders in any markdown viewer from results/report/.
-"""
+"""TODO docstring (from report: results/report/summary.md: every result of the workflow on one page, with plots.)"""
 
 from __future__ import annotations
 
@@ -13,11 +8,15 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from .io import read_json
+from empathy_workflow.core.io import read_json
 
 # Numbers stored beside metrics that describe how they were computed, not results.
 SETTINGS = {"num_layers", "seed", "permutations", "resamples", "num_fewshot", "limit"}
+
+
 SIMILARITY_COLUMNS = ["pearson", "spearman", "mse", "accuracy", "precision", "recall", "f1"]
+
+
 METHOD_LABELS = {
     "zeroshot": "zero-shot encoder (cosine)",
     "contrastive": "contrastive fine-tuned encoder (cosine)",
@@ -25,24 +24,36 @@ METHOD_LABELS = {
     "llm_sft": "LLM, LoRA fine-tuned (greedy answer)",
     "llm_api": "LLM behind an API, zero-shot prompt (parsed answer)",
 }
+
+
 # The table of the authors' procedures and every deviation (docs/fidelity.md in the repository).
 FIDELITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "fidelity.md"
+
+
 SIMILARITY_PROCEDURE = (
     "**Procedure: the authors'** ([docs/fidelity.md]({link}), section Empathic similarity): encoders score "
     "the raw cosine (3*cos+1 on the 1-4 scale); the untuned LLM takes a guided choice over the seven "
     "answers at temperature 0, story orders (A, B) and (B, A) averaged; the fine-tuned LLM answers "
     "greedily and the number is parsed. Extra scorings that are not the paper's (isotonic map, expected "
     "score over the answers) are in the table after this one and in each metrics.json under `extra_metrics`.")
+
+
 EMPO_PROCEDURE = (
     "**Procedure: the authors'** ([docs/fidelity.md]({link}), section EmPO): SFT, then DPO that keeps "
     "training the SFT adapter against the SFT model, on emotion-grounded pairs length-filtered with the train "
     "split's p95 of prompt+reply tokens; greedy generation with the authors' system message; diff-Epitome, "
     "BERTScore, NIDF and n-gram diversity, template trees and VAD as the EmPO evaluation code computes them. "
     "Sizes, steps and caps of this run, and every deviation, are in that table.")
+
+
 # Metrics where lower is better: the run comparison says which way is an improvement. Signed
 # differences (vad.diff_max_*) have no better direction and are reported as "changed".
 LOWER_IS_BETTER = re.compile(r"^diff_epitome\.|^vad\.abs_diff|mse")
+
+
 NO_DIRECTION = re.compile(r"^vad\.diff_max|_std$|^template_tree\.")
+
+
 TEMPLATE_TREE_COMPARED = {"template_tree.compression_ratio", "template_tree.unique_templates"}
 
 
@@ -105,10 +116,6 @@ def rewrite_links(markdown: str, source_dir: Path, report_dir: Path) -> str:
 def embed(path: Path, report_dir: Path, levels: int = 2) -> str:
     text = path.read_text(encoding="utf-8").strip()
     return rewrite_links(demote_headings(text, levels), path.parent, report_dir)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sections
 
 
 def data_section(split_infos: list[Path]) -> str:
@@ -340,6 +347,8 @@ def human_eval_section(tables: list[Path], report_dir: Path) -> str:
     if not tables:
         return ""
     return "\n\n".join(["## EmPO: human evaluation"] + [embed(path, report_dir, levels=2) for path in tables])
+
+
 def not_informative(quality: dict | None) -> set[str]:
     """Mechanisms whose classifier is within quality.json's margin of the majority class."""
     if not quality:
@@ -421,12 +430,8 @@ def significance_table(data: dict) -> str:
                                      "p", "p (Holm)"], rows)
 
 
-# ---------------------------------------------------------------------------------------------
-# Plots
-
-
 def plot_similarity(by_testset: dict[str, list], ceilings: dict[str, dict], path: Path) -> None:
-    from .plots import new_figure, save_figure
+    from empathy_workflow.core.plots import new_figure, save_figure
 
     figure, axis = new_figure(7, 4)
     testsets = sorted(by_testset)
@@ -449,7 +454,7 @@ def plot_similarity(by_testset: dict[str, list], ceilings: dict[str, dict], path
 
 
 def plot_empo(metrics: dict[str, dict], models: list[str], path: Path) -> None:
-    from .plots import new_figure, save_figure
+    from empathy_workflow.core.plots import new_figure, save_figure
 
     panels = [("diff_epitome", "mean", "diff-Epitome (lower better)"),
               ("bertscore", "f1", "BERTScore F1"),
@@ -479,9 +484,6 @@ def plot_empo(metrics: dict[str, dict], models: list[str], path: Path) -> None:
         axis.set_title(title, fontsize=9)
         axis.tick_params(axis="x", labelrotation=30, labelsize=8)
     save_figure(figure, path)
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def build_summary(inputs: dict[str, list[str]], config: dict, output: Path) -> str:
@@ -514,7 +516,7 @@ def build_summary(inputs: dict[str, list[str]], config: dict, output: Path) -> s
 
 
 def main(snakemake) -> None:
-    from .io import write_text
+    from empathy_workflow.core.io import write_text
 
     inputs = {key: list(snakemake.input[key]) if not isinstance(snakemake.input[key], str)
               else [snakemake.input[key]] for key in snakemake.input.keys()}
