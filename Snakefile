@@ -30,5 +30,12 @@ rule all:
     default_target: True
     input:
         "results/report/summary.md",
+        # figures drawn by their own rules (a style edit redraws, nothing retrains)
+        expand(
+            "results/similarity/{method}/{testset}/scatter.png",
+            method=SIMILARITY_METHODS,
+            testset=SIMILARITY_TEST_SETS,
+        ),
+        expand("results/empo/curves/{adapter}.png", adapter=["sft"] + PREFERENCE_RUNS),
         human_eval_targets(),
         LLM_JUDGE_TARGETS,

@@ -14,7 +14,7 @@ rule prepare_agreement_ratings:
         "../envs/analysis.yaml"
     params:
         scale=lambda wildcards: agreement_scale(wildcards.dataset),
-        code=code_version("agreement"),
+        code=code_of("prepare_agreement_ratings.py"),
     script:
         "../workflow_scripts/prepare_agreement_ratings.py"
 
@@ -36,7 +36,7 @@ rule agreement_analysis:
         settings=config["agreement"],
         scale=lambda wildcards: agreement_scale(wildcards.dataset),
         seed=SEED,
-        code=code_version("agreement", "plots"),
+        code=code_of("agreement_analysis.py"),
     script:
         "../workflow_scripts/agreement_analysis.py"
 
@@ -56,7 +56,7 @@ rule agreement_aggregate_scores:
     params:
         settings=config["agreement"],
         seed=SEED,
-        code=code_version("agreement", "plots"),
+        code=code_of("agreement_aggregate_scores.py"),
     script:
         "../workflow_scripts/agreement_aggregate_scores.py"
 
@@ -76,6 +76,6 @@ rule agreement_cross_culture:
         datasets=AGREEMENT_DATASETS,
         languages={name: agreement_language(name) for name in AGREEMENT_DATASETS},
         compare_as={name: agreement_compare_as(name) for name in AGREEMENT_DATASETS},
-        code=code_version("agreement", "cross_culture", "plots"),
+        code=code_of("agreement_cross_culture.py"),
     script:
         "../workflow_scripts/agreement_cross_culture.py"

@@ -1,4 +1,3 @@
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -19,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # per-process hash seed its batches, padding and float sums (1e-9) changed from run to run.
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
+from empathy_workflow.core.code_version import library_fingerprint
 from empathy_workflow.core.config import ConfigError, resolve_path, validate_config
 from empathy_workflow.core.grids import resolve_runs
 from empathy_workflow.core.downloads import is_remote, offline_environment
@@ -91,15 +91,11 @@ def local_inputs(*paths):
     ]
 
 
-def code_version(*modules):
-    """Hash of the library modules a rule imports. Snakemake's code trigger sees only the script
-    itself; as a param, this makes an edit to a shared helper rerun the rules that use it.
-    """
-    digest = hashlib.sha256()
-    # io and runtime (which imports gpu_slots) are imported by every script
-    for module in ("io", "runtime", "gpu_slots") + modules:
-        digest.update((SCRIPTS / "empathy_workflow" / f"{module}.py").read_bytes())
-    return digest.hexdigest()[:16]
+def code_of(script):
+    """The library code a rule script runs: a hash of the modules it imports, transitively
+    (core/code_version.py). A rule param, so an edit to a module reruns exactly the rules whose
+    scripts reach it; Snakemake's own code trigger covers the script itself."""
+    return library_fingerprint(SCRIPTS / script)
 
 
 def model_dir(name):
@@ -328,10 +324,26 @@ def empo_adapter(wildcards):
     return {"adapter": f"results/empo/models/{model}"}
 
 
+def conversation_split(subset):
+    """The ED split a conversation subset is drawn from (generation answers test prompts)."""
+    return "test" if subset == "generation" else subset
+
+
+def conversation_limit(subset):
+    """How many conversations a subset holds at most: empo.pairs.max_conversations per split,
+    empo.generation.max_examples for generation (null: all)."""
+    if subset == "generation":
+        return config["empo"]["generation"].get("max_examples")
+    return (config["empo"]["pairs"].get("max_conversations") or {}).get(subset)
+
+
 def generation_settings(wildcards):
-    """empo.generation with a variant's max_new_tokens (variants themselves left out)."""
+    """empo.generation with a variant's max_new_tokens (variants and the subset's cap, which reaches
+    generation through results/empo/conversations/generation.json, left out)."""
     settings = {
-        k: v for k, v in config["empo"]["generation"].items() if k != "variants"
+        k: v
+        for k, v in config["empo"]["generation"].items()
+        if k not in ("variants", "max_examples")
     }
     variant = GENERATION_VARIANTS.get(wildcards.model, {})
     if "max_new_tokens" in variant:
@@ -387,7 +399,9 @@ HUMAN_EVAL_CONFIG = config["empo"].get("human_eval")
 HUMAN_EVAL = None
 HUMAN_EVAL_DIR = "results/empo/human_eval"
 if HUMAN_EVAL_CONFIG:
-    from empathy_workflow.empo.human_eval import resolve_settings as _human_eval_settings
+    from empathy_workflow.empo.human_eval import (
+        resolve_settings as _human_eval_settings,
+    )
     from empathy_workflow.core.io import InputError as _InputError
 
     try:
@@ -398,7 +412,9 @@ if HUMAN_EVAL_CONFIG:
     # the results, which a folder's own timestamp would not show.
     HUMAN_EVAL_RATINGS = []
     if HUMAN_EVAL_CONFIG.get("ratings") is not None:
-        from empathy_workflow.empo.human_eval_ratings import rating_files as _rating_files
+        from empathy_workflow.empo.human_eval_ratings import (
+            rating_files as _rating_files,
+        )
 
         try:
             HUMAN_EVAL_RATINGS = [

@@ -20,7 +20,7 @@ rule prepare_empathic_stories:
         },
         settings=config["datasets"]["empathic_stories"],
         seed=SEED,
-        code=code_version("data"),
+        code=code_of("prepare_empathic_stories.py"),
     script:
         "../workflow_scripts/prepare_empathic_stories.py"
 
@@ -40,7 +40,7 @@ rule prepare_urdu_stories:
         "../envs/data.yaml"
     params:
         sources={k: dataset_path("urdu_stories", k) for k in ("annotations", "stories")},
-        code=code_version("data"),
+        code=code_of("prepare_urdu_stories.py"),
     script:
         "../workflow_scripts/prepare_urdu_stories.py"
 
@@ -70,7 +70,7 @@ rule prepare_empathetic_dialogues:
         },
         settings=config["datasets"]["empathetic_dialogues"],
         seed=SEED,
-        code=code_version("data"),
+        code=code_of("prepare_empathetic_dialogues.py"),
     script:
         "../workflow_scripts/prepare_empathetic_dialogues.py"
 
@@ -87,7 +87,7 @@ rule prepare_epitome:
         "../envs/data.yaml"
     params:
         sources={k: dataset_path("epitome", k) for k in EPITOME_KEYS},
-        code=code_version("data"),
+        code=code_of("prepare_epitome.py"),
     script:
         "../workflow_scripts/prepare_epitome.py"
 
@@ -106,7 +106,7 @@ rule prepare_mmlu:
         # The local folder (also an input, so Snakemake tracks it) or the URL of an archive. A plain
         # value: params functions taking `input` are "derived" and escape the params trigger.
         sources={"dir": dataset_path("mmlu", "dir")},
-        code=code_version("data"),
+        code=code_of("prepare_mmlu.py"),
     script:
         "../workflow_scripts/prepare_mmlu.py"
 
@@ -124,6 +124,6 @@ rule prepare_lexicons:
         "../envs/data.yaml"
     params:
         sources={k: dataset_path("lexicons", k) for k in ("vad", "intensity")},
-        code=code_version("data"),
+        code=code_of("prepare_lexicons.py"),
     script:
         "../workflow_scripts/prepare_lexicons.py"

@@ -23,7 +23,7 @@ rule download_model:
         "../envs/evaluation.yaml"
     params:
         settings=lambda wildcards: config["models"][wildcards.model],
-        code=code_version("downloads", "models", "data"),
+        code=code_of("download_model.py"),
     script:
         "../workflow_scripts/download_model.py"
 
@@ -40,7 +40,7 @@ rule download_dataset:
     params:
         sources=lambda wildcards: remote_sources(wildcards.dataset),
         cache=DOWNLOAD_CACHE,
-        code=code_version("downloads", "data", "models"),
+        code=code_of("download_dataset.py"),
     script:
         "../workflow_scripts/download_dataset.py"
 
@@ -55,7 +55,7 @@ rule download_lm_eval_task:
     conda:
         "../envs/evaluation.yaml"
     params:
-        code=code_version("downloads", "data", "models"),
+        code=code_of("download_lm_eval_task.py"),
     script:
         "../workflow_scripts/download_lm_eval_task.py"
 

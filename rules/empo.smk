@@ -14,15 +14,39 @@ rule empo_emotion_mapping:
         "../envs/data.yaml"
     params:
         mapping=config["empo"]["pairs"]["emotion_mapping"],
-        code=code_version("preference"),
+        code=code_of("empo_emotion_mapping.py"),
     script:
         "../workflow_scripts/empo_emotion_mapping.py"
+
+
+rule empo_conversations:
+    input:
+        dialogues=lambda wildcards: (
+            f"results/data/empathetic_dialogues/{conversation_split(wildcards.subset)}.jsonl"
+        ),
+    output:
+        subset="results/empo/conversations/{subset}.json",
+    log:
+        "results/logs/empo/conversations_{subset}.log",
+    wildcard_constraints:
+        subset="train|valid|test|generation",
+    conda:
+        "../envs/data.yaml"
+    params:
+        limit=lambda wildcards: conversation_limit(wildcards.subset),
+        # the test pairs' salt for generation: with equal caps both are the same subset
+        salt=lambda wildcards: f"pairs:{conversation_split(wildcards.subset)}",
+        seed=SEED,
+        code=code_of("empo_conversations.py"),
+    script:
+        "../workflow_scripts/empo_conversations.py"
 
 
 rule empo_pairs:
     input:
         unpack(pairs_threshold_source),
         dialogues="results/data/empathetic_dialogues/{split}.jsonl",
+        subset="results/empo/conversations/{split}.json",
         mapping=rules.empo_emotion_mapping.output.mapping,
         model=model_dir(config["empo"]["sft"]["model"]),
     output:
@@ -36,7 +60,7 @@ rule empo_pairs:
         settings=config["empo"]["pairs"],
         system_prompt=config["empo"]["system_prompts"]["preference"],
         seed=SEED,
-        code=code_version("preference"),
+        code=code_of("empo_pairs.py"),
     script:
         "../workflow_scripts/empo_pairs.py"
 
@@ -45,15 +69,12 @@ rule empo_sft:
     input:
         train="results/data/empathetic_dialogues/train.jsonl",
         valid="results/data/empathetic_dialogues/valid.jsonl",
+        train_subset="results/empo/conversations/train.json",
+        valid_subset="results/empo/conversations/valid.json",
         model=model_dir(config["empo"]["sft"]["model"]),
     output:
         adapter=directory("results/empo/models/sft"),
         curves="results/empo/curves/sft.csv",
-        plot=report(
-            "results/empo/curves/sft.png",
-            category="EmPO training",
-            caption="../report/training_curves.rst",
-        ),
     log:
         "results/logs/empo/sft.log",
     benchmark:
@@ -67,12 +88,10 @@ rule empo_sft:
     params:
         device=config["device"],
         settings=config["empo"]["sft"],
-        # only the key SFT reads (its conversation subset): other pair settings must not retrain it
-        pairs={"max_conversations": config["empo"]["pairs"]["max_conversations"]},
         system_prompt=config["empo"]["system_prompts"]["sft"],
         checkpoints="results/checkpoints/empo/sft",
         seed=SEED,
-        code=code_version("preference", "training", "plots"),
+        code=code_of("empo_sft.py"),
     script:
         "../workflow_scripts/empo_sft.py"
 
@@ -88,11 +107,6 @@ rule empo_preference:
     output:
         adapter=directory("results/empo/models/{run}"),
         curves="results/empo/curves/{run}.csv",
-        plot=report(
-            "results/empo/curves/{run}.png",
-            category="EmPO training",
-            caption="../report/training_curves.rst",
-        ),
     log:
         "results/logs/empo/preference_{run}.log",
     benchmark:
@@ -112,15 +126,40 @@ rule empo_preference:
         quantization=config["empo"]["sft"]["quantization"],
         checkpoints=lambda wildcards: f"results/checkpoints/empo/{wildcards.run}",
         seed=SEED,
-        code=code_version("preference", "training", "plots"),
+        code=code_of("empo_preference.py"),
     script:
         "../workflow_scripts/empo_preference.py"
+
+
+rule empo_training_curves:
+    input:
+        curves="results/empo/curves/{adapter}.csv",
+    output:
+        plot=report(
+            "results/empo/curves/{adapter}.png",
+            category="EmPO training",
+            caption="../report/training_curves.rst",
+        ),
+    log:
+        "results/logs/empo/curves_{adapter}.log",
+    wildcard_constraints:
+        adapter=one_of(["sft"] + PREFERENCE_RUNS),
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        title=lambda wildcards: (
+            "SFT" if wildcards.adapter == "sft" else f"preference: {wildcards.adapter}"
+        ),
+        code=code_of("empo_training_curves.py"),
+    script:
+        "../workflow_scripts/empo_training_curves.py"
 
 
 rule empo_generate:
     input:
         unpack(empo_adapter),
         test="results/data/empathetic_dialogues/test.jsonl",
+        subset="results/empo/conversations/generation.json",
         model=model_dir(config["empo"]["sft"]["model"]),
     output:
         generations="results/empo/generations/{model}.jsonl",
@@ -142,7 +181,7 @@ rule empo_generate:
         # the same base weights as training (4-bit when the SFT was quantized)
         quantization=config["empo"]["sft"]["quantization"],
         seed=SEED,
-        code=code_version("preference", "training", "generation", "plots"),
+        code=code_of("empo_generate.py"),
     script:
         "../workflow_scripts/empo_generate.py"
 
@@ -165,6 +204,6 @@ rule empo_llm_judge:
     params:
         settings=LLM_JUDGE,
         dimensions=(HUMAN_EVAL or {}).get("dimensions"),
-        code=code_version("llm_raters", "llm_client"),
+        code=code_of("empo_llm_judge.py"),
     script:
         "../workflow_scripts/empo_llm_judge.py"

@@ -27,12 +27,7 @@ if EPITOME_WEIGHTS:
             device=config["device"],
             settings=config["empo"]["evaluation"]["epitome"],
             seed=SEED,
-            code=code_version(
-                "evaluation",
-                "epitome_features",
-                "epitome_biencoder",
-                "epitome_quality",
-            ),
+            code=code_of("epitome_classifier.py"),
         script:
             "../workflow_scripts/epitome_classifier.py"
 
@@ -62,12 +57,7 @@ else:
             device=config["device"],
             settings=config["empo"]["evaluation"]["epitome"],
             seed=SEED,
-            code=code_version(
-                "evaluation",
-                "epitome_features",
-                "epitome_biencoder",
-                "epitome_quality",
-            ),
+            code=code_of("epitome_classifier.py"),
         script:
             "../workflow_scripts/epitome_classifier.py"
 
@@ -108,9 +98,7 @@ rule empo_evaluate:
         },
         bertscore_source=bertscore_source(),
         seed=SEED,
-        code=code_version(
-            "evaluation", "epitome_features", "epitome_biencoder", "template_trees"
-        ),
+        code=code_of("empo_evaluate.py"),
     script:
         "../workflow_scripts/empo_evaluate.py"
 
@@ -129,12 +117,7 @@ rule epitome_quality:
     conda:
         "../envs/evaluation.yaml"
     params:
-        code=code_version(
-            "evaluation",
-            "epitome_features",
-            "epitome_biencoder",
-            "epitome_quality",
-        ),
+        code=code_of("epitome_quality.py"),
     script:
         "../workflow_scripts/epitome_quality.py"
 
@@ -166,11 +149,7 @@ rule empo_lm_eval:
         device=config["device"],
         settings=config["empo"]["evaluation"]["lm_eval"],
         seed=SEED,
-        code=code_version(
-            "lm_eval_tasks/__init__",
-            "lm_eval_tasks/runner",
-            "lm_eval_tasks/leaderboard",
-        ),
+        code=code_of("empo_lm_eval.py"),
     script:
         "../workflow_scripts/empo_lm_eval.py"
 
@@ -189,7 +168,7 @@ rule empo_metrics:
     conda:
         "../envs/evaluation.yaml"
     params:
-        code=code_version("evaluation", "epitome_features", "epitome_biencoder"),
+        code=code_of("empo_metrics.py"),
     script:
         "../workflow_scripts/empo_metrics.py"
 
@@ -207,6 +186,6 @@ rule empo_significance:
         models=EMPO_MODELS,
         settings=config["empo"]["evaluation"]["significance"],
         seed=SEED,
-        code=code_version("evaluation", "epitome_features", "epitome_biencoder"),
+        code=code_of("empo_significance.py"),
     script:
         "../workflow_scripts/empo_significance.py"

@@ -17,9 +17,7 @@ rule empo_human_sheets:
     params:
         settings=HUMAN_EVAL,
         seed=SEED,
-        code=code_version(
-            "human_eval", "evaluation", "epitome_features", "epitome_biencoder"
-        ),
+        code=code_of("empo_human_sheets.py"),
     script:
         "../workflow_scripts/empo_human_sheets.py"
 
@@ -45,14 +43,6 @@ rule empo_human_results:
         significance=config["empo"]["evaluation"]["significance"],
         agreement={k: config["agreement"][k] for k in ("bootstrap", "confidence")},
         seed=SEED,
-        code=code_version(
-            "human_eval",
-            "human_eval_ratings",
-            "human_eval_results",
-            "evaluation",
-            "epitome_features",
-            "epitome_biencoder",
-            "agreement",
-        ),
+        code=code_of("empo_human_results.py"),
     script:
         "../workflow_scripts/empo_human_results.py"

@@ -15,6 +15,6 @@ rule prepare_model:
         "../envs/training.yaml"
     params:
         settings=lambda wildcards: config["models"][wildcards.model],
-        code=code_version("models"),
+        code=code_of("prepare_model.py"),
     script:
         "../workflow_scripts/prepare_model.py"

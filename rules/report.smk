@@ -49,6 +49,6 @@ rule report:
         "../envs/analysis.yaml"
     params:
         config=config,
-        code=code_version("report", "plots"),
+        code=code_of("report.py"),
     script:
         "../workflow_scripts/report.py"

@@ -25,15 +25,7 @@ rule similarity_train_contrastive:
         settings=config["similarity"]["contrastive"],
         text=config["similarity"]["text"],
         seed=SEED,
-        code=code_version(
-            "similarity",
-            "similarity_protocol",
-            "similarity_decoding",
-            "training",
-            "preference",
-            "metrics",
-            "plots",
-        ),
+        code=code_of("similarity_train_contrastive.py"),
     script:
         "../workflow_scripts/similarity_train_contrastive.py"
 
@@ -60,15 +52,7 @@ rule similarity_train_llm:
         text=config["similarity"]["text"],
         checkpoints="results/checkpoints/similarity/llm_sft",
         seed=SEED,
-        code=code_version(
-            "similarity",
-            "similarity_protocol",
-            "similarity_decoding",
-            "training",
-            "preference",
-            "metrics",
-            "plots",
-        ),
+        code=code_of("similarity_train_llm.py"),
     script:
         "../workflow_scripts/similarity_train_llm.py"
 
@@ -83,11 +67,6 @@ rule similarity_predict:
     output:
         predictions="results/similarity/{method}/{testset}/predictions.csv",
         metrics="results/similarity/{method}/{testset}/metrics.json",
-        plot=report(
-            "results/similarity/{method}/{testset}/scatter.png",
-            category="Similarity",
-            caption="../report/similarity_scatter.rst",
-        ),
     log:
         "results/logs/similarity/predict_{method}_{testset}.log",
     benchmark:
@@ -104,16 +83,26 @@ rule similarity_predict:
         device=config["device"],
         settings=similarity_settings,
         seed=SEED,
-        code=code_version(
-            "similarity",
-            "similarity_protocol",
-            "similarity_decoding",
-            "training",
-            "preference",
-            "metrics",
-            "plots",
-            "llm_raters",
-            "llm_client",
-        ),
+        code=code_of("similarity_predict.py"),
     script:
         "../workflow_scripts/similarity_predict.py"
+
+
+rule similarity_scatter:
+    input:
+        predictions=rules.similarity_predict.output.predictions,
+        metrics=rules.similarity_predict.output.metrics,
+    output:
+        plot=report(
+            "results/similarity/{method}/{testset}/scatter.png",
+            category="Similarity",
+            caption="../report/similarity_scatter.rst",
+        ),
+    log:
+        "results/logs/similarity/scatter_{method}_{testset}.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        code=code_of("similarity_scatter.py"),
+    script:
+        "../workflow_scripts/similarity_scatter.py"

@@ -238,7 +238,7 @@ def continued(prepared_models, tmp_path_factory):
     records = ed_splits()["train"][:8]
     training.train_sft(model_dir=policy, train_records=records, valid_records=[], settings=SFT_SETTINGS,
                        system_prompt=None, seed=0, adapter_dir=str(work / "sft"), curves_csv=str(work / "sft.csv"),
-                       curves_png=str(work / "sft.png"), checkpoints=str(work / "ck_sft"))
+                       checkpoints=str(work / "ck_sft"))
     mapping = emotions.read_mapping(emotions.named_mapping_path("plutchik"))
     pairs, _ = preference_pairs.build_pairs(ed_splits()["train"], mapping, rejected_per_prompt=3, seed=0,
                                       system_prompt=DPO_SYSTEM, max_conversations=2, split="train")

@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from empathy_workflow.core import runtime
 from empathy_workflow.empo import generation
-from empathy_workflow.core.io import write_jsonl
+from empathy_workflow.core.io import read_json, write_jsonl
 
 logger = runtime.start(snakemake)
 adapter = snakemake.input.get("adapter")  # none for base
@@ -22,6 +22,7 @@ records = generation.run(
     system_prompt=snakemake.params.system_prompt,
     seed=int(snakemake.params.seed),
     quantization=snakemake.params.quantization,
+    subset=read_json(snakemake.input.subset),
 )
 write_jsonl(snakemake.output.generations, records)
 logger.info("wrote %d generations of %s to %s", len(records), snakemake.wildcards.model,

@@ -26,7 +26,6 @@ summary = training.train_preference(
     run=snakemake.wildcards.run,
     adapter_dir=snakemake.output.adapter,
     curves_csv=snakemake.output.curves,
-    curves_png=snakemake.output.plot,
     checkpoints=snakemake.params.checkpoints,
     quantization=snakemake.params.quantization,
 )

@@ -1,7 +1,7 @@
-"""Rule similarity_predict: one method on one test set -> predictions.csv, metrics.json, scatter.png."""
+"""Rule similarity_predict: one method on one test set -> predictions.csv and metrics.json (its figure: rule similarity_scatter)."""
 
 from empathy_workflow.core import runtime
-from empathy_workflow.similarity import api, metrics, predict, scatter, story_pairs
+from empathy_workflow.similarity import api, metrics, predict, story_pairs
 from empathy_workflow.core.io import write_csv, write_json
 
 logger = runtime.start(snakemake)  # noqa: F821 (snakemake is injected)
@@ -52,8 +52,4 @@ if snakemake.input.get("ratings"):
     result["per_annotator"] = story_pairs.per_annotator_scores(with_score, snakemake.input.ratings)
 write_csv(snakemake.output.predictions, predictions)
 write_json(snakemake.output.metrics, result)
-pearson = scores["pearson"]
-scatter.scatter_plot(predictions, snakemake.output.plot,
-                        f"{method} on {test_set} (n={scores['n']}, r={pearson:.2f})" if pearson is not None
-                        else f"{method} on {test_set} (n={scores['n']})")
 logger.info("%s on %s: %s", method, test_set, {k: scores[k] for k in ("pearson", "spearman", "mse", "f1")})

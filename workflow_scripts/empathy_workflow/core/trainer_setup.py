@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from empathy_workflow.core import plots
 from empathy_workflow.core.hf import precision_flags
 
 logger = logging.getLogger(__name__)
@@ -141,20 +140,3 @@ def curves_frame(log_history: list[dict]) -> pd.DataFrame:
         rows.append({column: entry.get(column) for column in CURVE_COLUMNS})
     frame = pd.DataFrame(rows, columns=CURVE_COLUMNS)
     return frame.dropna(axis=1, how="all")
-
-
-def plot_curves(frame: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
-    panels = [column for column in ("loss", "rewards/margins", "rewards/accuracies") if column in frame]
-    figure, axes = plots.plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for axis, column in zip(axes[0], panels):
-        data = frame.dropna(subset=[column])
-        axis.plot(data["step"], data[column], marker=".", label="train")
-        if column == "loss" and "eval_loss" in frame:
-            evaluation = frame.dropna(subset=["eval_loss"])
-            axis.plot(evaluation["step"], evaluation["eval_loss"], "o", label="valid")
-            axis.legend()
-        axis.set_xlabel("step")
-        axis.set_ylabel(column)
-        axis.grid(alpha=0.3)
-    figure.suptitle(title)
-    plots.save_figure(figure, path)

@@ -280,3 +280,18 @@ def ed_utterances(path: str | os.PathLike) -> list[str]:
     if not texts:
         raise InputError(f"{path}: no utterances to count words in")
     return texts
+
+
+def conversation_subset(records: Sequence[dict], limit: int | None, seed: int, salt: str) -> dict:
+    """The seeded subset of usable conversations one split's jobs share (SFT, pairs, generation
+    read it as results/empo/conversations/SUBSET.json instead of each drawing it again)."""
+    usable = usable_conversations(records)
+    chosen = select_conversations(usable, limit, seed, salt=salt)
+    return {"conv_ids": [record["conv_id"] for record in chosen], "limit": limit, "usable": len(usable),
+            "seed": seed, "salt": salt}
+
+
+def in_subset(records: Sequence[dict], subset: dict) -> list[dict]:
+    """The records of a subset file, in file order."""
+    ids = set(subset["conv_ids"])
+    return [record for record in records if record["conv_id"] in ids]

@@ -18,17 +18,16 @@ Messages = list[dict]
 
 
 def load_test_prompts(path: str | os.PathLike, system_prompt: str | None = None,
-                      max_examples: int | None = None, seed: int = 0) -> list[dict]:
+                      subset: dict | None = None) -> list[dict]:
     """[{conv_id, prompt, reference}] for the test conversations, in file order.
 
     The prompts are built exactly as for the preference pairs (dialogues.prompt_messages: the
-    conversation up to its last listener turn; that turn is the reference), and with
-    `max_examples` the same seeded subset is taken as for the test pairs (same salt), so that a
-    generation can be set beside its pair."""
+    conversation up to its last listener turn; that turn is the reference); `subset` is the
+    generation subset file (results/empo/conversations/generation.json; None: all)."""
     records = dialogues.usable_conversations(dialogues.read_dialogues(path))
     if not records:
         raise InputError(f"{path}: no conversation has a listener reply to a speaker turn; nothing to answer")
-    chosen = dialogues.select_conversations(records, max_examples, seed, salt="pairs:test")
+    chosen = records if subset is None else dialogues.in_subset(records, subset)
     return [{"conv_id": record["conv_id"], "prompt": dialogues.prompt_messages(record, system_prompt),
              "reference": dialogues.reference_reply(record)} for record in chosen]
 
@@ -134,9 +133,10 @@ def generate_one_at_a_time(model, tokenizer, prompts: Sequence[Messages], settin
 
 
 def run(test_path: str | os.PathLike, model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None,
-        settings: dict, system_prompt: str | None, seed: int, quantization: str = "none") -> list[dict]:
+        settings: dict, system_prompt: str | None, seed: int, quantization: str = "none",
+        subset: dict | None = None) -> list[dict]:
     """Records for results/empo/generations/MODEL.jsonl: conv_id, prompt, reference, generation."""
-    examples = load_test_prompts(test_path, system_prompt, settings.get("max_examples"), seed)
+    examples = load_test_prompts(test_path, system_prompt, subset)
     if adapter_dir is not None and not Path(adapter_dir).is_dir():
         raise InputError(f"{adapter_dir}: adapter directory does not exist")
     model, tokenizer = load_model(model_dir, adapter_dir, quantization)

@@ -40,7 +40,7 @@ def _summary(values: Sequence[float]) -> dict:
 
 
 def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_per_prompt: int, seed: int,
-                system_prompt: str | None = None, max_conversations: int | None = None,
+                system_prompt: str | None = None, prompt_ids: Sequence[str] | None = None,
                 length_percentile: float | None = None,
                 token_length: Callable[[list[str]], list[int]] | None = None,
                 length_measure: str = "reply",
@@ -64,8 +64,9 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
       split and applies it to the evaluation split too) replaces this split's own percentile in
       either measure; `threshold_from` names where it came from (recorded in the stats, beside
       this split's own percentile);
-    - prompts: a seeded subset of `max_conversations` of the usable conversations (file order);
-      rejected candidates come from *all* usable conversations of the split, so the cap shrinks the
+    - prompts: the usable conversations named by `prompt_ids` (the split's shared subset,
+      results/empo/conversations/SPLIT.json; None: all), in file order; after a `reply` length
+      filter only those it kept. Rejected candidates come from *all* usable conversations of the split, so the cap shrinks the
       number of pairs, not the variety of rejected replies;
     - rejected: for a prompt of emotion e, the next `rejected_per_prompt` conversations of emotion
       mapping[e] from a seeded, shuffled cycle over that emotion's candidates (never the prompt's own
@@ -116,7 +117,7 @@ def build_pairs(records: Sequence[dict], mapping: dict[str, str], *, rejected_pe
         cycles[emotion] = {"order": [pool[int(i)] for i in order], "cursor": 0,
                            "ids": {record["conv_id"] for record in pool}}
 
-    prompts = select_conversations(usable, max_conversations, seed, salt=f"pairs:{split}")
+    prompts = usable if prompt_ids is None else [record for record in usable if record["conv_id"] in set(prompt_ids)]
     pairs, pair_counts, short = [], Counter(), 0
     uses: Counter = Counter()
     for record in prompts:

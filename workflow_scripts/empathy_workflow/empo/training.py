@@ -21,7 +21,6 @@ from empathy_workflow.core.trainer_setup import (
     common_arguments,
     curves_frame,
     fingerprint,
-    plot_curves,
     prepare_checkpoints,
     resume_callback,
 )
@@ -123,16 +122,15 @@ def preference_examples(pairs: Sequence[dict], tokenizer, max_length: int) -> li
     return rows
 
 
-def _finish(trainer, adapter_dir, curves_csv, curves_png, checkpoints, info, title):
-    frame = curves_frame(trainer.state.log_history)
-    write_csv(curves_csv, frame)
-    plot_curves(frame, curves_png, title)
+def _finish(trainer, adapter_dir, curves_csv, checkpoints, info):
+    # the curves' figure is drawn by its own rule (empo/figures.py) from this table
+    write_csv(curves_csv, curves_frame(trainer.state.log_history))
     save_adapter(trainer.model, adapter_dir, info)
     shutil.rmtree(checkpoints, ignore_errors=True)  # done: a later run must not resume a finished one
 
 
 def train_sft(*, model_dir: str, train_records: Sequence[dict], valid_records: Sequence[dict], settings: dict,
-              system_prompt: str | None, seed: int, adapter_dir: str, curves_csv: str, curves_png: str,
+              system_prompt: str | None, seed: int, adapter_dir: str, curves_csv: str,
               checkpoints: str) -> dict:
     """LoRA SFT on the conversations (loss on listener turns); returns a summary dict."""
     from datasets import Dataset
@@ -166,7 +164,7 @@ def train_sft(*, model_dir: str, train_records: Sequence[dict], valid_records: S
         logger.info("SFT validation loss %.4f", summary["eval_loss"])
     info = {"stage": "sft", "base_model": str(model_dir), "settings": settings, "system_prompt": system_prompt,
             "seed": seed, "global_step": trainer.state.global_step}
-    _finish(trainer, adapter_dir, curves_csv, curves_png, checkpoints, info, "SFT")
+    _finish(trainer, adapter_dir, curves_csv, checkpoints, info)
     return summary
 
 
@@ -202,7 +200,7 @@ def preference_trainer(model, tokenizer, settings: dict, train: list[dict], vali
 
 def train_preference(*, model_dir: str, sft_adapter: str, train_pairs: Sequence[dict],
                      valid_pairs: Sequence[dict], settings: dict, seed: int, run: str, adapter_dir: str,
-                     curves_csv: str, curves_png: str, checkpoints: str, quantization: str = "none") -> dict:
+                     curves_csv: str, checkpoints: str, quantization: str = "none") -> dict:
     """The SFT adapter trained further with trl's DPOTrainer against the SFT model (reference
     adapter); returns a summary. The saved adapter is base + SFT + this run."""
     tokenizer = load_tokenizer(model_dir)
@@ -229,7 +227,7 @@ def train_preference(*, model_dir: str, sft_adapter: str, train_pairs: Sequence[
     info = {"stage": "preference", "run": run, "base_model": str(model_dir), "settings": settings, "seed": seed,
             "quantization": quantization, "continues": str(sft_adapter), "reference": "the SFT adapter (frozen copy)",
             "global_step": trainer.state.global_step}
-    _finish(trainer, adapter_dir, curves_csv, curves_png, checkpoints, info, f"preference: {run}")
+    _finish(trainer, adapter_dir, curves_csv, checkpoints, info)
     return summary
 
 
