@@ -16,7 +16,6 @@ mean pairwise sklearn Cohen's kappa on ratings rounded half up (`continuous2disc
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import krippendorff
@@ -25,8 +24,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 
-from empathy_workflow.core import reliability
-from empathy_workflow.core import stats
+from empathy_workflow.core import reliability, stats
 
 SCALE = {"min": 1.0, "max": 4.0}
 NO_BOOT = {"bootstrap": 0, "confidence": 0.95}

@@ -92,7 +92,6 @@ def main() -> None:
     os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # read when torch loads OpenMP
 
     import torch
-
     from empathy_workflow.empo import generation
 
     torch.set_num_threads(args.threads)

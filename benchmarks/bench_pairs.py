@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from empathy_workflow.core import io
 from empathy_workflow.empo import dialogues, emotions, preference_pairs
 

@@ -192,7 +192,11 @@ def run_generation(llama: Path, sft: Path, tokenizer, device: str) -> None:
 
 def run_epitome(encoder: Path, tokenizer, root: Path, device: str) -> None:
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+    from transformers import (
+        AutoModelForSequenceClassification,
+        Trainer,
+        TrainingArguments,
+    )
 
     with step("epitome", device) as record:
         model = AutoModelForSequenceClassification.from_pretrained(encoder, num_labels=3)

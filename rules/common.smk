@@ -12,8 +12,6 @@ SCRIPTS = REPO / "workflow_scripts"
 # pip install -e .); jobs run in the same environment, or in a conda env / container that
 # installs it too (envs/*.post-deploy.sh read this variable; envs/empathy.def).
 os.environ["EMPATHY_WORKFLOW_REPO"] = str(REPO)
-# Idle OpenMP threads sleep instead of spinning: on shared cores spinning made torch 10x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # One string-hash seed for every job: bert-score orders sentences through a set, so with Python's
 # per-process hash seed its batches, padding and float sums (1e-9) changed from run to run.
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -23,6 +21,7 @@ from empathy_workflow.core.config import ConfigError, resolve_path, validate_con
 from empathy_workflow.core.grids import resolve_runs
 from empathy_workflow.core.downloads import is_remote, offline_environment
 from empathy_workflow.core.runtime import device_error_marker
+from empathy_workflow.empo.epitome_data import MECHANISMS
 
 try:
     validate_config(config, REPO / "schemas" / "config.schema.yaml", REPO)
@@ -360,7 +359,7 @@ def generation_system_prompt(wildcards):
 # Input functions and settings of rules/evaluation.smk
 
 # Evaluation of every EmPO model: diff-Epitome, BERTScore, diversity, valence, lm-eval.
-EPITOME_MECHANISMS = ["er", "ip", "ex"]
+EPITOME_MECHANISMS = list(MECHANISMS)
 
 
 EPITOME_WEIGHTS = config["empo"]["evaluation"]["epitome"].get("weights")

@@ -17,7 +17,7 @@ if EPITOME_WEIGHTS:
         benchmark:
             "results/benchmarks/evaluation/epitome_{mechanism}.tsv"
         wildcard_constraints:
-            mechanism="er|ip|ex",
+            mechanism=one_of(EPITOME_MECHANISMS),
         conda:
             "../envs/evaluation.yaml"
         threads: 1

@@ -23,7 +23,7 @@ rule report:
         ),
         epitome=expand(
             "results/empo/epitome/{mechanism}_metrics.json",
-            mechanism=["er", "ip", "ex"],
+            mechanism=EPITOME_MECHANISMS,
         ),
         human_eval=human_eval_results(),
         epitome_quality="results/empo/epitome/quality.json",

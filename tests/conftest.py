@@ -4,15 +4,13 @@ workflow in a scratch directory (so tests never touch the user's results/)."""
 from __future__ import annotations
 
 import os
-
-# Before torch is imported anywhere: idle OpenMP threads sleep instead of spinning (shared cores).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import subprocess  # noqa: E402
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import empathy_workflow  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
 
 REPO = Path(__file__).resolve().parents[1]
 RESOURCES = REPO / "resources" / "data"

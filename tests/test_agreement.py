@@ -13,11 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import RESOURCES, snakemake
-
 from empathy_workflow.agreement import aggregate
-from empathy_workflow.core import ratings
-from empathy_workflow.core import reliability
-from empathy_workflow.core import stats
+from empathy_workflow.core import agreement_measures, ratings, reliability, stats
 from empathy_workflow.core.io import InputError
 
 SCALE = {"min": 1.0, "max": 4.0}
@@ -139,23 +136,23 @@ def test_cohen_kappa_two_by_two_by_hand():
     # p_o = 35/50 = .7; p_e = .5*.6 + .5*.4 = .5; kappa = (.7 - .5) / (1 - .5) = .4
     x = np.array([1] * 20 + [1] * 5 + [0] * 10 + [0] * 15, dtype=float)
     y = np.array([1] * 20 + [0] * 5 + [1] * 10 + [0] * 15, dtype=float)
-    assert reliability.cohen_kappa(x, y) == pytest.approx(0.4)
+    assert agreement_measures.cohen_kappa(x, y) == pytest.approx(0.4)
 
 
 def test_cohen_kappa_rounds_half_points_up_first():
     # 2.5 -> 3 and 3 agree after rounding; 1.5 -> 2 and 2 agree: every pair agrees.
     x = np.array([2.5, 1.5, 4.0, 1.0])
     y = np.array([3.0, 2.0, 4.0, 1.0])
-    assert reliability.rounded_cohen_kappa(x, y) == pytest.approx(1.0)
+    assert agreement_measures.rounded_cohen_kappa(x, y) == pytest.approx(1.0)
     # Banker's rounding would send 2.5 to 2, disagreeing with 3: kappa < 1.
-    assert reliability.cohen_kappa(np.round(x), np.round(y)) < 1.0
+    assert agreement_measures.cohen_kappa(np.round(x), np.round(y)) < 1.0
 
 
 def test_quadratic_weighted_kappa_by_hand():
     # observed mean squared difference (0 + 1 + 0)/3 = 1/3; expected over all 9 cross pairs
     # (x_i - y_j)^2: x=1 -> 0+4+4, x=2 -> 1+1+1, x=3 -> 4+0+0: 15/9. QWK = 1 - (1/3)/(5/3) = 0.8
     x, y = np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 3.0])
-    assert reliability.quadratic_weighted_kappa(x, y) == pytest.approx(0.8)
+    assert agreement_measures.quadratic_weighted_kappa(x, y) == pytest.approx(0.8)
 
 
 def test_quadratic_weighted_kappa_matches_sklearn_on_integer_categories():
@@ -165,7 +162,7 @@ def test_quadratic_weighted_kappa_matches_sklearn_on_integer_categories():
     x = rng.integers(1, 5, 60).astype(float)
     y = np.clip(x + rng.integers(-1, 2, 60), 1, 4)
     expected = cohen_kappa_score(x, y, weights="quadratic", labels=[1, 2, 3, 4])
-    assert reliability.quadratic_weighted_kappa(x, y) == pytest.approx(expected)
+    assert agreement_measures.quadratic_weighted_kappa(x, y) == pytest.approx(expected)
 
 
 def test_pearson_and_spearman_by_hand():
@@ -203,7 +200,7 @@ def test_leave_one_out_and_spearman_brown():
     r = result["mean_pairwise_pearson"]
     assert ceiling["reliability_of_mean"] == pytest.approx(4 * r / (1 + 3 * r))
     assert ceiling["expected_correlation"] == pytest.approx(math.sqrt(4 * r / (1 + 3 * r)))
-    assert reliability.spearman_brown(0.5, 4) == pytest.approx(0.8)
+    assert agreement_measures.spearman_brown(0.5, 4) == pytest.approx(0.8)
     assert ceiling["method"] == reliability.CEILING_METHOD and "Spearman-Brown" in ceiling["method"]
 
 
@@ -213,12 +210,12 @@ def test_human_ceiling_predicts_true_score_correlation_in_simulation():
     rng = np.random.default_rng(11)
     truth = rng.normal(size=3000)
     matrix = np.round(2 * (truth + rng.normal(scale=1.2, size=(5, 3000)))) / 2  # a half-point scale
-    predicted = reliability.point_statistics(matrix, np.unique(matrix))["human_ceiling.expected_correlation"]
+    predicted = agreement_measures.point_statistics(matrix, np.unique(matrix))["human_ceiling.expected_correlation"]
     actual = np.corrcoef(truth, matrix.mean(axis=0))[0, 1]
     assert predicted == pytest.approx(actual, abs=0.02)
-    splits = reliability.half_splits(5, rng)
+    splits = agreement_measures.half_splits(5, rng)
     assert len(splits) == 10
-    half = reliability.ceiling_from_reliability(reliability.spearman_brown(reliability.split_half(matrix, splits), 2))
+    half = agreement_measures.ceiling_from_reliability(agreement_measures.spearman_brown(agreement_measures.split_half(matrix, splits), 2))
     assert half == pytest.approx(actual, abs=0.03)
 
 
@@ -346,7 +343,7 @@ def test_alpha_intervals_match_a_reference_bootstrap():
     plain or mistaken tail, or a swapped quantile shows."""
     matrix = random_ratings(11, annotators=4, items=30, missing=0.1)
     domain = np.arange(1.0, 4.5, 0.5)
-    library = reliability.bootstrap(matrix, domain, 150, 0.9, 5, "empathy")["intervals"]
+    library = agreement_measures.bootstrap(matrix, domain, 150, 0.9, 5, "empathy")["intervals"]
     reference = reference_expanded_percentile(matrix, 150, 0.9, 5, "empathy")
     for level in stats.LEVELS:
         assert library[f"krippendorff_alpha.{level}"] == pytest.approx(reference[level], abs=1e-9), level
@@ -370,7 +367,7 @@ def test_alpha_interval_coverage_on_simulated_raters():
     rng = np.random.default_rng(7)
     covered = []
     for replication in range(COVERAGE_REPLICATIONS):
-        interval = reliability.bootstrap(simulated_raters(rng, 20), domain, 40, 0.9, replication,
+        interval = agreement_measures.bootstrap(simulated_raters(rng, 20), domain, 40, 0.9, replication,
                                        "empathy")["intervals"]["krippendorff_alpha.interval"]
         covered.append(interval[0] <= truth <= interval[1])
     coverage = float(np.mean(covered))

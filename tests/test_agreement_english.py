@@ -12,13 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, RESOURCES, snakemake
+from empathy_workflow.agreement import cross_culture, tables
+from empathy_workflow.core import agreement_measures, reliability, stats
+from empathy_workflow.core.io import InputError
 from sklearn.metrics import cohen_kappa_score
 from test_agreement import NO_BOOT, SCALE, reference_alpha, urdu_long
-
-from empathy_workflow.agreement import cross_culture, tables
-from empathy_workflow.core import reliability
-from empathy_workflow.core import stats
-from empathy_workflow.core.io import InputError
 
 ENGLISH = RESOURCES / "english_reannotation" / "ratings.csv"
 # The six annotators of the authors' first notebook (agrement_score.ipynb) are these of the eight.
@@ -120,14 +118,14 @@ def test_vectorised_pairs_equal_the_per_pair_functions():
         matrix = rng.choice([1, 1.2, 1.5, 2, 2.2, 2.5, 3, 3.5, 4], size=(rng.integers(2, 9), rng.integers(2, 12)))
         if trial % 3 == 0:
             matrix[0] = 2.0  # a constant rater: undefined pairs
-        for name, function in reliability.PAIR_FUNCTIONS.items():
-            slow, slow_skipped = reliability.pairwise(matrix, function)
-            fast, fast_skipped = reliability.pairwise_complete(matrix, name)
+        for name, function in agreement_measures.PAIR_FUNCTIONS.items():
+            slow, slow_skipped = agreement_measures.pairwise(matrix, function)
+            fast, fast_skipped = agreement_measures.pairwise_complete(matrix, name)
             assert fast_skipped == slow_skipped
             np.testing.assert_allclose(fast, slow, atol=1e-12, equal_nan=True)
-        loo = reliability.leave_one_out_complete(matrix)
-        np.testing.assert_allclose(loo[0], reliability.leave_one_out(matrix, stats.pearson), equal_nan=True)
-        np.testing.assert_allclose(loo[1], reliability.leave_one_out(matrix, stats.spearman), equal_nan=True)
+        loo = agreement_measures.leave_one_out_complete(matrix)
+        np.testing.assert_allclose(loo[0], agreement_measures.leave_one_out(matrix, stats.pearson), equal_nan=True)
+        np.testing.assert_allclose(loo[1], agreement_measures.leave_one_out(matrix, stats.spearman), equal_nan=True)
 
 
 def test_cross_culture_table_has_both_languages(english_results):

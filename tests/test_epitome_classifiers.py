@@ -24,7 +24,7 @@ THRESHOLDS = {"er": 0.60, "ip": 0.55, "ex": 0.55}
 @pytest.fixture(scope="module")
 def shipped_pairs(tmp_path_factory):
     table = epitome_data.load_epitome({key: RESOURCES / "epitome" / f"{key.replace('_', '-')}-reddit.csv"
-                               for key in epitome_data.EPITOME_MECHANISMS})
+                               for key in epitome_data.SOURCE_MECHANISMS})
     path = tmp_path_factory.mktemp("epitome") / "epitome.csv"
     table.to_csv(path, index=False)
     return epitome_data.read_epitome(path)[0]
@@ -65,7 +65,7 @@ def test_saved_classifier_scores_the_same_and_quality_json(default_run, shipped_
     levels = epitome.predict_levels({m: folder for m in epitome_data.MECHANISMS}, held["seeker_post"].tolist(),
                                        held["response_post"].tolist(), 64, 32)
     for mechanism in epitome_data.MECHANISMS:
-        again = epitome.classification_scores(held[f"level_{mechanism}"].to_numpy(), levels[mechanism])
+        again = epitome.level_scores(held[f"level_{mechanism}"].to_numpy(), levels[mechanism])
         assert again == result[mechanism]["held_out"]
     quality = epitome_quality.quality(result)
     for mechanism in epitome_data.MECHANISMS:
@@ -78,8 +78,8 @@ def test_saved_classifier_scores_the_same_and_quality_json(default_run, shipped_
 
 def test_quality_json_by_hand():
     gold = np.array([0] * 8 + [1] * 2)
-    constant = epitome.classification_scores(gold, np.zeros(10, dtype=int))
-    good = epitome.classification_scores(gold, gold)
+    constant = epitome.level_scores(gold, np.zeros(10, dtype=int))
+    good = epitome.level_scores(gold, gold)
     metrics = {"er": {"held_out": good}, "ip": {"held_out": constant}, "ex": {"held_out": good}}
     quality = epitome_quality.quality(metrics)
     assert quality["ip"]["informative"] is False and quality["er"]["informative"] is True

@@ -53,7 +53,7 @@ def fixture_generations(n: int = 40, seed: int = 0) -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def epitome_pairs(tmp_path_factory):
     table = epitome_data.load_epitome({key: RESOURCES / "epitome" / f"{key.replace('_', '-')}-reddit.csv"
-                               for key in epitome_data.EPITOME_MECHANISMS})
+                               for key in epitome_data.SOURCE_MECHANISMS})
     path = tmp_path_factory.mktemp("epitome") / "epitome.csv"
     table.to_csv(path, index=False)
     return epitome_data.read_epitome(path)[0]
@@ -138,7 +138,7 @@ def test_emotion_difference_sign_and_absolute():
 def test_lexicon_readers(tmp_path):
     vad = tmp_path / "vad.csv"
     vad.write_text("word,valence,arousal,dominance\nnull,0.5,0.4,0.3\nJoy,0.9,0.5,0.6\n")
-    assert lexicons.read_vad_lexicon(vad) == {"null": (0.5, 0.4, 0.3), "joy": (0.9, 0.5, 0.6)}
+    assert lexicons.vad_by_word(lexicons.read_vad(vad)) == {"null": (0.5, 0.4, 0.3), "joy": (0.9, 0.5, 0.6)}
     intensity = tmp_path / "intensity.csv"
     intensity.write_text("word,emotion,intensity\nrage,anger,0.9\nrage,fear,0.4\ncalm,trust,0.2\n")
     assert lexicons.read_intensity_lexicon(intensity) == {"rage": 0.9, "calm": 0.2}
@@ -190,7 +190,7 @@ def test_read_epitome_pairs(epitome_pairs):
 
 
 def test_classification_scores_by_hand():
-    scores = epitome.classification_scores([0, 0, 0, 1, 2], [0, 0, 1, 1, 0])
+    scores = epitome.level_scores([0, 0, 0, 1, 2], [0, 0, 1, 1, 0])
     assert scores["accuracy"] == pytest.approx(3 / 5)
     assert scores["majority_accuracy"] == pytest.approx(3 / 5)
     # F1: level 0: p=2/3 r=2/3 -> 2/3; level 1: p=1/2 r=1 -> 2/3; level 2: 0

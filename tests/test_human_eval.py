@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import snakemake
-from empathy_workflow import report
+from empathy_workflow.report import sections, summary
 from empathy_workflow.empo import human_eval, human_eval_ratings, human_eval_results
 from empathy_workflow.core.io import InputError, write_jsonl
 from test_evaluation import fixture_generations
@@ -360,7 +360,7 @@ def test_round_trip_sheets_browser_results_report(tmp_path):
     assert result["models"]["dpo"]["engagement"]["mean"] > result["models"]["base"]["engagement"]["mean"]
     assert result["agreement"]["naturalness"]["n_annotators"] == 4
     assert set(result["llm_judge"]) == set(DIMENSIONS)
-    section = report.human_eval_section([out / "results.md"], tmp_path / "results" / "report")
+    section = sections.human_eval_section([out / "results.md"], tmp_path / "results" / "report")
     assert section.startswith("## EmPO: human evaluation") and "### Human evaluation of EmPO replies" in section
     assert "| base |" in section and "alpha interval, with judge" in section
 
@@ -406,6 +406,6 @@ def test_report_embeds_the_human_evaluation(tmp_path):
     inputs.update(empo=[str(metrics)], aggregate=[str(results / "none.json")],
                   cross_culture=[str(results / "none.json")], significance=[str(results / "none.json")])
     output = results / "report" / "summary.md"
-    assert "human evaluation" not in report.build_summary({**inputs, "human_eval": []}, {"seed": 1}, output)
-    text = report.build_summary({**inputs, "human_eval": [str(table)]}, {"seed": 1}, output)
+    assert "human evaluation" not in summary.build_summary({**inputs, "human_eval": []}, {"seed": 1}, output)
+    text = summary.build_summary({**inputs, "human_eval": [str(table)]}, {"seed": 1}, output)
     assert "## EmPO: human evaluation\n\n### Human evaluation of EmPO replies" in text and "| dpo | 70.000 |" in text

@@ -5,7 +5,9 @@ import re
 from pathlib import Path
 
 from conftest import REPO
-from empathy_workflow.report import build_summary, flatten, rewrite_links, significance_table
+from empathy_workflow.report.format import flatten, rewrite_links
+from empathy_workflow.report.sections import significance_table
+from empathy_workflow.report.summary import build_summary
 from report_tables import table_with
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from empathy_workflow.empo import template_trees
-from empathy_workflow.report import empo_section
+from empathy_workflow.report.sections import empo_section
 
 
 def test_word_tokenize_is_nltk_treebank_per_sentence():

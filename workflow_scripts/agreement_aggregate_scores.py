@@ -7,7 +7,7 @@ import os
 import pandas as pd
 
 from empathy_workflow.agreement import aggregate, figures, tables
-from empathy_workflow.core import io, plots, runtime
+from empathy_workflow.core import io, runtime
 
 logger = runtime.start(snakemake)  # noqa: F821 (injected by Snakemake)
 settings = snakemake.params.settings  # noqa: F821
@@ -41,7 +41,7 @@ for name, (frame, aspects, note) in datasets.items():
     for aspect, agree in result["human_vs_gpt"].items():
         logger.info("%s: %s vs gpt_score: n %d, Pearson %.3f, Spearman %.3f, alpha %s", name, aspect,
                     agree["n"], agree["pearson"], agree["spearman"], agree["krippendorff_alpha_interval"])
-    figures.plot_aggregate(name, result, frame, "gpt_score", plot_dir, plots.save_figure, plots.new_figure)
+    figures.plot_aggregate(name, result, frame, "gpt_score", plot_dir)
 
 io.write_text(snakemake.output.table, tables.aggregate_markdown(results))  # noqa: F821
 io.write_json(snakemake.output.json, results)  # noqa: F821

@@ -5,7 +5,7 @@ import os
 
 from empathy_workflow.agreement import figures, tables
 from empathy_workflow.core import reliability
-from empathy_workflow.core import io, plots, runtime
+from empathy_workflow.core import io, runtime
 
 logger = runtime.start(snakemake)  # noqa: F821 (injected by Snakemake)
 source = snakemake.input.ratings  # noqa: F821
@@ -22,10 +22,10 @@ for aspect, result in results.items():
 
 plot_dir = snakemake.output.plots  # noqa: F821
 os.makedirs(plot_dir, exist_ok=True)
-figures.plot_heatmaps(results, plot_dir, plots.save_figure, plots.new_figure)
-figures.plot_distributions(clean, plot_dir, plots.save_figure, plots.new_figure)
+figures.plot_heatmaps(results, plot_dir)
+figures.plot_distributions(clean, plot_dir)
 figures.plot_alpha([(name, aspect, result) for aspect, result in results.items()],
-                     os.path.join(plot_dir, "alpha.png"), plots.save_figure, plots.new_figure,
+                     os.path.join(plot_dir, "alpha.png"),
                      f"{name}: Krippendorff's alpha with bootstrap interval")
 io.write_text(snakemake.output.table, tables.agreement_markdown(name, results))  # noqa: F821
 io.write_json(snakemake.output.json, results)  # noqa: F821

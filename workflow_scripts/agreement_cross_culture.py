@@ -3,7 +3,7 @@ Urdu, the English variants under the Urdu aspect they correspond to, English-onl
 with the alpha-with-interval plot across datasets."""
 
 from empathy_workflow.agreement import cross_culture, figures
-from empathy_workflow.core import io, plots, runtime
+from empathy_workflow.core import io, runtime
 
 logger = runtime.start(snakemake)  # noqa: F821 (injected by Snakemake)
 names = list(snakemake.params.datasets)  # noqa: F821
@@ -13,6 +13,6 @@ summary = cross_culture.cross_culture(results, dict(snakemake.params.languages),
 for note in summary["notes"]:
     logger.info(note)
 figures.plot_alpha(cross_culture.plot_entries(summary, results), snakemake.output.plot,  # noqa: F821
-                     plots.save_figure, plots.new_figure, "Krippendorff's alpha per aspect and dataset")
+                     "Krippendorff's alpha per aspect and dataset")
 io.write_text(snakemake.output.table, cross_culture.cross_culture_markdown(summary))  # noqa: F821
 io.write_json(snakemake.output.json, summary)  # noqa: F821

@@ -12,7 +12,7 @@ settings = snakemake.params.settings
 generations = text_metrics.read_generations(snakemake.input.generations)
 logger.info("%s: %d generations", snakemake.wildcards.model, len(generations))
 # Read every input before the expensive steps, so a bad file fails fast.
-vad = lexicons.read_vad_lexicon(snakemake.input.vad)
+vad = lexicons.vad_by_word(lexicons.read_vad(snakemake.input.vad))
 intensity = lexicons.read_intensity_lexicon(snakemake.input.intensity)
 word_counts = text_metrics.document_frequencies(dialogues.ed_utterances(snakemake.input.train))
 classifier_metrics = {m: io.read_json(snakemake.input[f"{m}_metrics"]) for m in epitome_data.MECHANISMS}

@@ -1,13 +1,6 @@
 """Rule empo_generate: answers of one EmPO model (base, sft or a preference run) to the ED test
 prompts, batched (empathy_workflow.generation)."""
 
-import os
-
-# OpenMP threads that spin while waiting are 10-17x slower when the cores are shared with other
-# work (measured: benchmarks/generation.md); sleeping waiters cost little when they are not.
-# Must be set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from empathy_workflow.core import runtime
 from empathy_workflow.empo import generation
 from empathy_workflow.core.io import read_json, write_jsonl

@@ -1,13 +1,6 @@
 """Rule empo_lm_eval: retained general ability (MMLU 5-shot by default) of one EmPO model with
 lm-evaluation-harness; the adapter goes through lm-eval's `peft=` argument."""
 
-import os
-
-# OpenMP threads that spin while waiting are 10-17x slower when the cores are shared with other
-# work (measured: benchmarks/generation.md); sleeping waiters cost little when they are not.
-# Must be set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from empathy_workflow.core import runtime
 from empathy_workflow.core.io import write_json
 from empathy_workflow.empo.lm_eval_tasks import runner

@@ -1,12 +1,12 @@
 """Rule similarity_predict: one method on one test set -> predictions.csv and metrics.json (its figure: rule similarity_scatter)."""
 
-from empathy_workflow.core import runtime
+from empathy_workflow.core import io, runtime
 from empathy_workflow.similarity import api, metrics, predict, story_pairs
 from empathy_workflow.core.io import write_csv, write_json
 
 logger = runtime.start(snakemake)  # noqa: F821 (snakemake is injected)
 method, test_set = snakemake.wildcards.method, snakemake.wildcards.testset
-settings = story_pairs.jsonable(dict(snakemake.params.settings))
+settings = io.json_safe(dict(snakemake.params.settings))
 text = settings.pop("text")
 max_test_pairs = settings.pop("max_test_pairs", None)
 test, used = story_pairs.load_pairs(snakemake.input.test, text)

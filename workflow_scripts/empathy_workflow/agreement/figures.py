@@ -6,10 +6,29 @@ import numpy as np
 import pandas as pd
 
 from empathy_workflow.agreement.tables import _fmt
-from empathy_workflow.core.stats import LEVELS, _finite
+from empathy_workflow.core.io import json_safe
+from empathy_workflow.core.plots import new_figure, save_figure
+from empathy_workflow.core.stats import LEVELS
 
 
-def plot_heatmaps(results: dict, directory, save_figure, new_figure) -> list[str]:
+def _correlation_heatmap(values: np.ndarray, labels: list[str], size: tuple[float, float], title: str, path,
+                         label_nan: bool) -> None:
+    """A correlation matrix on a -1..1 colour scale, each cell labelled with its value (an
+    undefined cell labelled "nan" or left blank)."""
+    figure, axis = new_figure(*size)
+    image = axis.imshow(values, vmin=-1, vmax=1, cmap="RdBu_r")
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if label_nan or not np.isnan(values[i, j]):
+                axis.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    axis.set_title(title)
+    figure.colorbar(image, ax=axis)
+    save_figure(figure, path)
+
+
+def plot_heatmaps(results: dict, directory) -> list[str]:
     """Annotator-by-annotator Pearson correlation, one heatmap per aspect."""
     import os
 
@@ -23,23 +42,14 @@ def plot_heatmaps(results: dict, directory, save_figure, new_figure) -> list[str
                 if i != j:
                     v = result["pairwise"]["pearson"][a][b]
                     values[i, j] = np.nan if v is None else v
-        figure, axis = new_figure(1.2 + 0.7 * size, 1.0 + 0.6 * size)
-        image = axis.imshow(values, vmin=-1, vmax=1, cmap="RdBu_r")
-        axis.set_xticks(range(size), annotators, rotation=45, ha="right")
-        axis.set_yticks(range(size), annotators)
-        for i in range(size):
-            for j in range(size):
-                if not np.isnan(values[i, j]):
-                    axis.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=8)
-        axis.set_title(f"{aspect}: Pearson r between annotators")
-        figure.colorbar(image, ax=axis)
         path = os.path.join(directory, f"correlation_heatmap_{aspect}.png")
-        save_figure(figure, path)
+        _correlation_heatmap(values, annotators, (1.2 + 0.7 * size, 1.0 + 0.6 * size),
+                             f"{aspect}: Pearson r between annotators", path, label_nan=False)
         written.append(path)
     return written
 
 
-def plot_distributions(clean: pd.DataFrame, directory, save_figure, new_figure) -> str:
+def plot_distributions(clean: pd.DataFrame, directory) -> str:
     """Share of each rating value per annotator, one panel per aspect."""
     import os
 
@@ -66,7 +76,7 @@ def plot_distributions(clean: pd.DataFrame, directory, save_figure, new_figure) 
     return path
 
 
-def plot_alpha(entries: list[tuple[str, str, dict]], path, save_figure, new_figure, title: str) -> None:
+def plot_alpha(entries: list[tuple[str, str, dict]], path, title: str) -> None:
     """Krippendorff's alpha at each level with its bootstrap interval; entries are
     (group label, bar label, per-aspect result)."""
     levels = LEVELS
@@ -106,12 +116,11 @@ def _distribution(values: pd.Series) -> dict:
 
 
 def _correlation_matrix(frame: pd.DataFrame, columns: list[str], method: str) -> dict:
-    return {a: {b: _finite(float(frame[[a, b]].dropna().corr(method=method).iloc[0, 1]))
+    return {a: {b: json_safe(float(frame[[a, b]].dropna().corr(method=method).iloc[0, 1]))
                 for b in columns if b != a} for a in columns}
 
 
-def plot_aggregate(name: str, result: dict, frame: pd.DataFrame, model_column: str, directory,
-                   save_figure, new_figure) -> None:
+def plot_aggregate(name: str, result: dict, frame: pd.DataFrame, model_column: str, directory) -> None:
     import os
 
     aspects = list(result["aspect_correlations"]["pearson"])
@@ -133,16 +142,8 @@ def plot_aggregate(name: str, result: dict, frame: pd.DataFrame, model_column: s
     spearman_table = result["aspect_correlations"]["spearman"]
     values = np.array([[1.0 if a == b else np.nan if spearman_table[a][b] is None else spearman_table[a][b]
                         for b in aspects] for a in aspects])
-    figure, axis = new_figure(1.5 + 0.8 * size, 1.2 + 0.7 * size)
-    image = axis.imshow(values, vmin=-1, vmax=1, cmap="RdBu_r")
-    axis.set_xticks(range(size), aspects, rotation=45, ha="right")
-    axis.set_yticks(range(size), aspects)
-    for i in range(size):
-        for j in range(size):
-            axis.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=8)
-    axis.set_title(f"{name}: Spearman between aspects")
-    figure.colorbar(image, ax=axis)
-    save_figure(figure, os.path.join(directory, f"{name}_aspect_correlations.png"))
+    _correlation_heatmap(values, aspects, (1.5 + 0.8 * size, 1.2 + 0.7 * size), f"{name}: Spearman between aspects",
+                         os.path.join(directory, f"{name}_aspect_correlations.png"), label_nan=True)
 
     figure, axis = new_figure(4.5, 4.0)
     pairs = frame[["empathy", model_column]].dropna()

@@ -11,7 +11,7 @@ import tarfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -145,3 +145,25 @@ def _hf_rows(dataset_id: str, split: str) -> Iterable[dict]:
     except Exception as error:  # noqa: BLE001 - script-based hub datasets no longer load in datasets>=4
         logger.warning("load_dataset(%r) failed (%s); trying the hub's parquet export", dataset_id, error)
         return datasets.load_dataset(dataset_id, split=split, revision="refs/convert/parquet")
+
+
+def as_released_or_resplit(dataset: str, loaded: Mapping[str, object], splits: Sequence[str], settings: Mapping,
+                           seed: int, unit: str, pool_ids: Callable[[], list[str]],
+                           take: Callable[[dict[str, list[str]]], dict], describe: Callable[[str, str], str]):
+    """The splits of a dataset and its split_info: every split given, used as released; any of
+    them null, the given ones pooled and re-split by `resplit_ids` with settings["resplit"].
+    `pool_ids()` lists the pooled units' ids, `take(parts)` builds the new splits from
+    {split: ids}, `describe(pooled, fractions)` words the note of a re-split."""
+    info: dict = {"dataset": dataset, "seed": seed, "sources": {s: settings.get(s) for s in splits}}
+    if len(loaded) == len(splits):
+        info.update(resplit=False, note="official splits, used as released")
+        return dict(loaded), info
+    fractions = settings.get("resplit")
+    if not fractions:
+        raise InputError(f"datasets.{dataset}: a split is null and no resplit fractions are given")
+    fractions = {s: fractions[s] for s in splits}
+    out = take(resplit_ids(pool_ids(), fractions, seed))
+    info.update(resplit=True, fractions=fractions, pooled_from={s: len(part) for s, part in loaded.items()},
+                note=describe(", ".join(f"{s} ({len(part)} {unit})" for s, part in loaded.items()),
+                              ", ".join(f"{s} {fractions[s]:g}" for s in splits)))
+    return out, info

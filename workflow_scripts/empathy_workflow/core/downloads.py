@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -195,7 +194,3 @@ def _write_manifest(path: str | os.PathLike, details: dict) -> None:
 
 def is_remote(source) -> bool:
     return isinstance(source, str) and source.startswith(("http://", "https://", "hf:"))
-
-
-def read_manifest(path: str | os.PathLike) -> dict:
-    return json.loads(Path(path).read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -104,6 +105,19 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_safe(value):
+    """Plain JSON values: dict keys as strings, tuples as lists, and NaN or infinite floats as
+    null (JSON has no NaN; an undefined statistic is written as null and counted elsewhere).
+    The one cleanup every result writer uses."""
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: str | os.PathLike, data) -> None:
     """Write JSON with sorted keys and a final newline, so equal results are equal bytes."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=_json_default) + "\n")
@@ -145,20 +159,6 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False, lineterminator="\n")
 
 
-def write_table(path: str | os.PathLike, frame: pd.DataFrame) -> None:
-    """Intermediate tables are Parquet when the name says so, else CSV."""
-    if str(path).endswith(".parquet"):
-        with atomic_path(path) as tmp:
-            frame.to_parquet(tmp, index=False)
-    else:
-        write_csv(path, frame)
-
-
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    path = check_file(path, "table")
-    if str(path).endswith(".parquet"):
-        return pd.read_parquet(path)
-    return read_csv(path)
 
 
 def _json_default(value):

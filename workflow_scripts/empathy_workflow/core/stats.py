@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from empathy_workflow.core.io import json_safe
+
 
 def _correlation(function, gold: np.ndarray, predicted: np.ndarray) -> float | None:
     # A constant column has no correlation; report null rather than NaN (NaN is not valid JSON).
@@ -75,13 +77,6 @@ def expanded_tail(n_items: int, confidence: float) -> float:
     return float(norm.sf(widened))
 
 
-def _finite(value):
-    """JSON has no NaN: an undefined statistic is written as null (and counted elsewhere)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _two_rater_bootstrap(x: np.ndarray, y: np.ndarray, resamples: int, confidence: float,
                          rng: np.random.Generator) -> dict:
     draws: dict[str, list[float]] = {"pearson": [], "spearman": []}
@@ -107,7 +102,7 @@ def human_vs_model(human: pd.Series, model: pd.Series, scale: dict, settings: di
     both = human.notna() & model.notna()
     x, y = human[both].to_numpy(float), model[both].to_numpy(float)
     result = {"n": int(both.sum()), "missing": int((~both).sum()),
-              "pearson": _finite(pearson(x, y)), "spearman": _finite(spearman(x, y)),
+              "pearson": json_safe(pearson(x, y)), "spearman": json_safe(spearman(x, y)),
               "human_mean": float(x.mean()), "model_mean": float(y.mean())}
     off = int(((y < scale["min"]) | (y > scale["max"])).sum())
     if off:

@@ -13,9 +13,9 @@ from empathy_workflow.core.dataset_sources import (
     DOWNLOAD_DIR,
     ED_HF_SPLITS,
     _hf_rows,
+    as_released_or_resplit,
     fetch_file,
     is_hf,
-    resplit_ids,
 )
 from empathy_workflow.core.io import InputError, check_file, read_jsonl
 
@@ -139,30 +139,21 @@ def prepare_empathetic_dialogues(sources: Mapping[str, str | None], settings: Ma
                         sum(len(r["turns"]) for r in records))
     if not loaded:
         raise InputError("datasets.empathetic_dialogues: no split is given")
-    info: dict = {"dataset": "empathetic_dialogues", "seed": seed,
-                  "sources": {s: settings.get(s) for s in splits}}
-    if len(loaded) == len(splits):
-        out = loaded
-        info.update(resplit=False, note="official splits, used as released")
-    else:
-        fractions = settings.get("resplit")
-        if not fractions:
-            raise InputError("datasets.empathetic_dialogues: a split is null and no resplit fractions are given")
-        pool = [record for records in loaded.values() for record in records]
-        keys = [f"{r['source_split']}/{r['conv_id']}" for r in pool]
+    pool = [record for records in loaded.values() for record in records]
+    keys = [f"{r['source_split']}/{r['conv_id']}" for r in pool]
+
+    def pool_ids():
         if len(set(keys)) != len(keys):
             raise InputError("datasets.empathetic_dialogues: a conversation id repeats within a split")
-        parts = resplit_ids(keys, {s: fractions[s] for s in splits}, seed)
-        by_key = dict(zip(keys, pool))
-        out = {s: [by_key[k] for k in ids] for s, ids in parts.items()}
-        pooled = ", ".join(f"{s} ({len(r)} conversations)" for s, r in loaded.items())
-        info.update(
-            resplit=True, fractions={s: fractions[s] for s in splits},
-            pooled_from={s: len(r) for s, r in loaded.items()},
-            note=(f"RE-SPLIT: only {pooled} of EmpatheticDialogues is available here; its "
-                  f"conversations were pooled and randomly re-split by conversation (seed {seed}, "
-                  "fractions " + ", ".join(f"{s} {fractions[s]:g}" for s in splits) + ")."),
-        )
+        return keys
+
+    by_key = dict(zip(keys, pool))
+    out, info = as_released_or_resplit(
+        "empathetic_dialogues", loaded, splits, settings, seed, "conversations", pool_ids=pool_ids,
+        take=lambda parts: {s: [by_key[k] for k in ids] for s, ids in parts.items()},
+        describe=lambda pooled, fractions: (
+            f"RE-SPLIT: only {pooled} of EmpatheticDialogues is available here; its conversations were "
+            f"pooled and randomly re-split by conversation (seed {seed}, fractions {fractions})."))
     info["counts"] = {s: len(out[s]) for s in splits}
     info["utterances"] = {s: sum(len(r["turns"]) for r in out[s]) for s in splits}
     return out, info

@@ -35,7 +35,7 @@ def diff_epitome(generation_levels: Mapping[str, Sequence[int]], reference_level
     return summary, per_item
 
 
-def classification_scores(gold: Sequence[int], predicted: Sequence[int]) -> dict:
+def level_scores(gold: Sequence[int], predicted: Sequence[int]) -> dict:
     """Accuracy and macro F1 of predicted levels, with the majority-class baseline beside them."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
@@ -223,7 +223,7 @@ def train_epitome_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, ou
                 "encoder": str(encoder), "n_train": int(len(train_index)),
                 "train_level_counts": [int(x) for x in np.bincount(train[f"level_{m}"], minlength=len(LEVELS))],
                 "training_loss": float(result.training_loss),
-                "held_out": classification_scores(held[f"level_{m}"].to_numpy(), predicted[m])}
+                "held_out": level_scores(held[f"level_{m}"].to_numpy(), predicted[m])}
             for m in MECHANISMS}
 
 
@@ -236,7 +236,7 @@ def evaluate_given_classifier(pairs: pd.DataFrame, mechanism: str, folder: str |
                             held["seeker_post"].tolist(), held["response_post"].tolist(),
                             int(settings["max_length"]), int(settings["batch_size"]), device)[mechanism]
     return {"source": "given", "weights": str(folder),
-            "held_out": classification_scores(held[f"level_{mechanism}"].to_numpy(), levels),
+            "held_out": level_scores(held[f"level_{mechanism}"].to_numpy(), levels),
             "note": "given weights may have been trained on EPITOME pairs that are in this held-out part"}
 
 

@@ -11,7 +11,10 @@ import pandas as pd
 from empathy_workflow.core.dataset_sources import _require_text
 from empathy_workflow.core.io import InputError, read_csv
 
-EPITOME_MECHANISMS = {"emotional_reactions": "er", "interpretations": "ip", "explorations": "ex"}
+# the three communication mechanisms of EPITOME (Sharma et al. 2020), in the papers' order: the one list
+MECHANISMS = ("er", "ip", "ex")
+# the release's file of each mechanism (datasets.epitome keys)
+SOURCE_MECHANISMS = dict(zip(("emotional_reactions", "interpretations", "explorations"), MECHANISMS))
 
 
 EPITOME_COLUMNS = ["sp_id", "rp_id", "seeker_post", "response_post", "level"]
@@ -21,7 +24,7 @@ def load_epitome(paths: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """{emotional_reactions|interpretations|explorations: path} -> mechanism (er|ip|ex), sp_id,
     rp_id, seeker_post, response_post, level, rationales (empty where the CSV has none)."""
     tables = []
-    for key, mechanism in EPITOME_MECHANISMS.items():
+    for key, mechanism in SOURCE_MECHANISMS.items():
         if key not in paths:
             raise InputError(f"datasets.epitome.{key}: not given")
         path = paths[key]
@@ -42,10 +45,6 @@ def load_epitome(paths: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-MECHANISMS = ("er", "ip", "ex")
-
-
-MECHANISM_NAMES = {"er": "emotional reactions", "ip": "interpretations", "ex": "explorations"}
 
 
 LEVELS = (0, 1, 2)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from empathy_workflow.core.io import InputError
 from empathy_workflow.empo import epitome_biencoder, epitome_features
-from empathy_workflow.empo.epitome import classification_scores, predict_levels
+from empathy_workflow.empo.epitome import level_scores, predict_levels
 from empathy_workflow.empo.epitome_data import LEVELS, MECHANISMS, epitome_split
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def train_features_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, o
              "class-balanced logistic regression per mechanism")
     return {m: {"source": "trained", "model": model, "encoder": str(encoder), "n_train": int(len(train)), **facts,
                 "train_level_counts": [int(x) for x in np.bincount(train[f"level_{m}"], minlength=len(LEVELS))],
-                "held_out": classification_scores(held[f"level_{m}"].to_numpy(), predicted[m])}
+                "held_out": level_scores(held[f"level_{m}"].to_numpy(), predicted[m])}
             for m in MECHANISMS}
 
 
@@ -79,7 +79,7 @@ def train_biencoder_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, 
                 "model": "bi-encoder with seeker-response attention and rationale task (Sharma et al. 2020)",
                 "training_loss": losses[m],
                 "train_level_counts": [int(x) for x in np.bincount(train[f"level_{m}"], minlength=len(LEVELS))],
-                "held_out": classification_scores(held[f"level_{m}"].to_numpy(), predicted[m])}
+                "held_out": level_scores(held[f"level_{m}"].to_numpy(), predicted[m])}
             for m in MECHANISMS}
 
 

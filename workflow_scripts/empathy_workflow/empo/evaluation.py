@@ -8,12 +8,12 @@ from typing import Mapping
 
 import pandas as pd
 
-from empathy_workflow.core.io import InputError
+from empathy_workflow.core.io import InputError, json_safe
 from empathy_workflow.core.stats import _rng, bootstrap_interval
 from empathy_workflow.empo.bertscore import bertscore, bertscore_layer
 from empathy_workflow.empo.epitome import diff_epitome, predict_levels
 from empathy_workflow.empo.epitome_data import MECHANISMS
-from empathy_workflow.empo.significance import INTERVAL_COLUMNS, _finite
+from empathy_workflow.empo.significance import INTERVAL_COLUMNS
 from empathy_workflow.empo.text_metrics import (
     diversity,
     emotion_differences,
@@ -88,7 +88,7 @@ def evaluate_generations(generations: pd.DataFrame, classifiers: Mapping[str, st
         metrics["epitome_classifiers"] = {
             m: {k: classifier_metrics[m]["held_out"][k] for k in ("accuracy", "macro_f1", "majority_accuracy", "n")}
             for m in MECHANISMS}
-    return _finite(metrics), per_item
+    return json_safe(metrics), per_item
 
 
 def merge_lm_eval(text_metrics: dict, lm_eval: dict, path: str = "lm_eval.json") -> dict:

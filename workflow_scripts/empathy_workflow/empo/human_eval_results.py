@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from empathy_workflow.core import reliability, stats
-from empathy_workflow.core.io import InputError
+from empathy_workflow.core.io import InputError, json_safe
 
 LOGGER = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def results(ratings: pd.DataFrame, key: pd.DataFrame, items: pd.DataFrame, setti
     }
     if judge is not None:
         out["llm_judge"] = judge_agreement(ratings, judge, dimensions, agreement_settings, seed)
-    return significance._finite(out)
+    return json_safe(out)
 
 
 def _fmt(value, digits: int = 3) -> str:

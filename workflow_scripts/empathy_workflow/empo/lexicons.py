@@ -6,7 +6,7 @@ import os
 
 import pandas as pd
 
-from empathy_workflow.core.io import InputError, check_file, read_csv
+from empathy_workflow.core.io import InputError, check_file, read_csv, require_numeric
 from empathy_workflow.empo.text_metrics import VAD_DIMENSIONS
 
 VAD_COLUMNS = ["word", "valence", "arousal", "dominance"]
@@ -78,24 +78,16 @@ def load_intensity(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_vad(path: str | os.PathLike) -> pd.DataFrame:
-    """The prepared NRC VAD lexicon: columns word, valence (arousal and dominance unused here)."""
-    from empathy_workflow.core.io import require_numeric
-
-    frame = read_csv(path, required=("word", "valence"), what="VAD lexicon", keep_default_na=False)
-    frame["valence"] = require_numeric(frame, "valence", path, low=0.0, high=1.0)
+    """The prepared NRC VAD lexicon (results/data/lexicons/vad.csv): word, valence, arousal,
+    dominance, each checked to be a number (valence on its 0-1 scale). The one reader of it."""
+    frame = read_csv(path, required=("word",) + VAD_DIMENSIONS, what="VAD lexicon", keep_default_na=False)
+    for column in VAD_DIMENSIONS:
+        frame[column] = require_numeric(frame, column, path, **({"low": 0.0, "high": 1.0} if column == "valence" else {}))
     return frame
 
 
-def read_vad_lexicon(path: str | os.PathLike) -> dict[str, tuple[float, float, float]]:
-    frame = read_csv(path, required=("word",) + VAD_DIMENSIONS, what="VAD lexicon",
-                     keep_default_na=False, na_values=[""])
-    for column in VAD_DIMENSIONS:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        if values.isna().any():
-            row = int(values.isna().to_numpy().nonzero()[0][0])
-            raise InputError(f"{path}: row {row + 2}, column {column!r}: {frame[column].iloc[row]!r} "
-                             f"is not a number")
-        frame[column] = values
+def vad_by_word(frame: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
+    """word (lower case) -> (valence, arousal, dominance), for scoring replies."""
     words = frame["word"].astype(str).str.lower()
     return {w: (v, a, d) for w, v, a, d in zip(words, frame["valence"], frame["arousal"], frame["dominance"])}
 

@@ -14,7 +14,6 @@ from empathy_workflow.empo.dialogues import (
     last_listener_index,
     prompt_messages,
     reference_reply,
-    select_conversations,
 )
 from empathy_workflow.empo.emotions import validate_mapping
 

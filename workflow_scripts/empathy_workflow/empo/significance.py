@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from typing import Mapping, Sequence
 
 import pandas as pd
 
-from empathy_workflow.core.io import read_csv
+from empathy_workflow.core.io import json_safe, read_csv
 from empathy_workflow.core.stats import (
     _rng,
     bootstrap_interval,
@@ -81,18 +80,7 @@ def significance(tables: Mapping[str, pd.DataFrame], settings: Mapping, seed: in
                 })
     for record, adjusted in zip(result["comparisons"], holm([c["p_value"] for c in result["comparisons"]])):
         record["p_value_holm"] = adjusted
-    return _finite(result)
-
-
-def _finite(value):
-    """NaN (no items, or zero resamples) written as JSON null, not as the non-standard NaN."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+    return json_safe(result)
 
 
 def read_per_item(path: str | os.PathLike) -> pd.DataFrame:

@@ -32,10 +32,6 @@ logger = logging.getLogger(__name__)
 ADAPTER_INFO = "empo_adapter.json"
 
 
-def adapter_info(adapter_dir: str | os.PathLike) -> dict:
-    path = Path(adapter_dir) / ADAPTER_INFO
-    return json.loads(path.read_text()) if path.exists() else {}
-
 
 def load_policy(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None = None, *,
                 settings: dict | None = None, merge: bool = True):

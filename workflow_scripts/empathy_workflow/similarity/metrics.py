@@ -18,7 +18,7 @@ def binarize(scores: Sequence[float], threshold: float = POSITIVE_ABOVE) -> np.n
     return (np.asarray(scores, dtype=float) > threshold).astype(int)
 
 
-def classification_scores(gold: Sequence[float], predicted: Sequence[float],
+def binary_scores(gold: Sequence[float], predicted: Sequence[float],
                           threshold: float = POSITIVE_ABOVE) -> dict:
     """Accuracy and macro precision/recall/F1 of the binarised scores. Gold is y_true (first)."""
     y_true = binarize(gold, threshold)
@@ -52,5 +52,5 @@ def similarity_metrics(gold: Sequence[float], predicted: Sequence[float],
         "mse": float(np.mean((gold - predicted) ** 2)),
         "positive_above": threshold,
         "gold_positive_rate": float(binarize(gold, threshold).mean()),
-        **classification_scores(gold, predicted, threshold),
+        **binary_scores(gold, predicted, threshold),
     }

@@ -10,8 +10,8 @@ import pandas as pd
 from empathy_workflow.core.dataset_sources import (
     DOWNLOAD_DIR,
     _require_text,
+    as_released_or_resplit,
     fetch,
-    resplit_ids,
 )
 from empathy_workflow.core.io import InputError, read_csv, require_numeric
 
@@ -72,27 +72,16 @@ def prepare_empathic_stories(sources: Mapping[str, str | None], settings: Mappin
     frames = {s: load_empathic_stories(fetch(sources[s], download_dir), s) for s in splits if sources.get(s)}
     if not frames:
         raise InputError("datasets.empathic_stories: no split is given")
-    info: dict = {"dataset": "empathic_stories", "seed": seed,
-                  "sources": {s: settings.get(s) for s in splits}}
-    if len(frames) == len(splits):
-        out = frames
-        info.update(resplit=False, note="official splits, used as released")
-    else:
-        fractions = settings.get("resplit")
-        if not fractions:
-            raise InputError("datasets.empathic_stories: a split is null and no resplit fractions are given")
-        pool = pd.concat(list(frames.values()), ignore_index=True)
-        parts = resplit_ids(pool["pair_id"], {s: fractions[s] for s in splits}, seed)
-        out = {s: pool[pool["pair_id"].isin(set(ids))].reset_index(drop=True) for s, ids in parts.items()}
-        pooled = ", ".join(f"{s} ({len(f)} pairs)" for s, f in frames.items())
-        info.update(
-            resplit=True, fractions={s: fractions[s] for s in splits},
-            pooled_from={s: len(f) for s, f in frames.items()},
-            note=(f"RE-SPLIT: the official EmpathicStories train split is not available, so the "
-                  f"released {pooled} were pooled and randomly re-split (seed {seed}, fractions "
-                  + ", ".join(f"{s} {fractions[s]:g}" for s in splits)
-                  + "). Scores on this test split are not comparable with the paper's test set."),
-        )
+    pool = pd.concat(list(frames.values()), ignore_index=True)
+    out, info = as_released_or_resplit(
+        "empathic_stories", frames, splits, settings, seed, "pairs",
+        pool_ids=lambda: pool["pair_id"],
+        take=lambda parts: {s: pool[pool["pair_id"].isin(set(ids))].reset_index(drop=True)
+                            for s, ids in parts.items()},
+        describe=lambda pooled, fractions: (
+            f"RE-SPLIT: the official EmpathicStories train split is not available, so the released {pooled} "
+            f"were pooled and randomly re-split (seed {seed}, fractions {fractions}). Scores on this test "
+            "split are not comparable with the paper's test set."))
     info["counts"] = {s: len(out[s]) for s in splits}
     info["positives"] = {s: int(out[s]["label"].sum()) for s in splits}
     return out, info

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import pandas as pd
@@ -99,14 +98,3 @@ def per_annotator_scores(predictions: pd.DataFrame, ratings_path) -> dict:
         values = similarity_metrics(merged.score.to_numpy(), merged.predicted.to_numpy())
         scores[str(annotator)] = {"n": values["n"], "pearson": values["pearson"], "spearman": values["spearman"]}
     return scores
-
-
-def jsonable(value):
-    """Config values (Snakemake Namedlist/dicts) as plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value

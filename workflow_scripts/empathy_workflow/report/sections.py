@@ -1,121 +1,27 @@
-"""TODO docstring (from report: results/report/summary.md: every result of the workflow on one page, with plots.)"""
+"""TODO"""
 
 from __future__ import annotations
 
-import math
-import os
-import re
 from pathlib import Path
-from typing import Any, Iterable
 
 from empathy_workflow.core.io import read_json
-
-# Numbers stored beside metrics that describe how they were computed, not results.
-SETTINGS = {"num_layers", "seed", "permutations", "resamples", "num_fewshot", "limit"}
-
-
-SIMILARITY_COLUMNS = ["pearson", "spearman", "mse", "accuracy", "precision", "recall", "f1"]
-
-
-METHOD_LABELS = {
-    "zeroshot": "zero-shot encoder (cosine)",
-    "contrastive": "contrastive fine-tuned encoder (cosine)",
-    "llm_zeroshot": "LLM, untuned (guided choice, both orders)",
-    "llm_sft": "LLM, LoRA fine-tuned (greedy answer)",
-    "llm_api": "LLM behind an API, zero-shot prompt (parsed answer)",
-}
-
-
-# The table of the authors' procedures and every deviation (docs/fidelity.md in the repository).
-FIDELITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "fidelity.md"
-
-
-SIMILARITY_PROCEDURE = (
-    "**Procedure: the authors'** ([docs/fidelity.md]({link}), section Empathic similarity): encoders score "
-    "the raw cosine (3*cos+1 on the 1-4 scale); the untuned LLM takes a guided choice over the seven "
-    "answers at temperature 0, story orders (A, B) and (B, A) averaged; the fine-tuned LLM answers "
-    "greedily and the number is parsed. Extra scorings that are not the paper's (isotonic map, expected "
-    "score over the answers) are in the table after this one and in each metrics.json under `extra_metrics`.")
-
-
-EMPO_PROCEDURE = (
-    "**Procedure: the authors'** ([docs/fidelity.md]({link}), section EmPO): SFT, then DPO that keeps "
-    "training the SFT adapter against the SFT model, on emotion-grounded pairs length-filtered with the train "
-    "split's p95 of prompt+reply tokens; greedy generation with the authors' system message; diff-Epitome, "
-    "BERTScore, NIDF and n-gram diversity, template trees and VAD as the EmPO evaluation code computes them. "
-    "Sizes, steps and caps of this run, and every deviation, are in that table.")
-
-
-# Metrics where lower is better: the run comparison says which way is an improvement. Signed
-# differences (vad.diff_max_*) have no better direction and are reported as "changed".
-LOWER_IS_BETTER = re.compile(r"^diff_epitome\.|^vad\.abs_diff|mse")
-
-
-NO_DIRECTION = re.compile(r"^vad\.diff_max|_std$|^template_tree\.")
-
-
-TEMPLATE_TREE_COMPARED = {"template_tree.compression_ratio", "template_tree.unique_templates"}
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return f"{value:.{digits}f}"
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        return f"[{fmt(value[0], digits)}, {fmt(value[1], digits)}]"
-    return str(value)
-
-
-def table(header: list[str], rows: Iterable[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        lines.append("| " + " | ".join(fmt(cell) for cell in row) + " |")
-    return "\n".join(lines)
-
-
-def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested metrics -> {'group.key': number}; lists of two numbers (intervals) are kept whole."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key not in SETTINGS:
-            flat[name] = value
-    return flat
-
-
-def relative(path: str | os.PathLike, start: str | os.PathLike) -> str:
-    return os.path.relpath(path, start).replace(os.sep, "/")
-
-
-def demote_headings(markdown: str, levels: int = 2) -> str:
-    """Embed a stage's own markdown below a report heading."""
-    return re.sub(r"^(#+)", lambda m: m.group(1) + "#" * levels, markdown, flags=re.MULTILINE)
-
-
-def rewrite_links(markdown: str, source_dir: Path, report_dir: Path) -> str:
-    """Relative image/link targets in an embedded file, re-pointed from the report's folder."""
-
-    def fix(match: re.Match) -> str:
-        target = match.group(2)
-        if re.match(r"^[a-z]+://", target) or target.startswith("/"):
-            return match.group(0)
-        return f"{match.group(1)}({relative(source_dir / target, report_dir)})"
-
-    return re.sub(r"(!?\[[^\]]*\])\(([^)]+)\)", fix, markdown)
-
-
-def embed(path: Path, report_dir: Path, levels: int = 2) -> str:
-    text = path.read_text(encoding="utf-8").strip()
-    return rewrite_links(demote_headings(text, levels), path.parent, report_dir)
+from empathy_workflow.empo.epitome_data import MECHANISMS
+from empathy_workflow.report.charts import plot_empo, plot_similarity
+from empathy_workflow.report.format import (
+    EMPO_PROCEDURE,
+    FIDELITY_DOC,
+    LOWER_IS_BETTER,
+    METHOD_LABELS,
+    NO_DIRECTION,
+    SIMILARITY_COLUMNS,
+    SIMILARITY_PROCEDURE,
+    TEMPLATE_TREE_COMPARED,
+    embed,
+    flatten,
+    fmt,
+    relative,
+    table,
+)
 
 
 def data_section(split_infos: list[Path]) -> str:
@@ -353,11 +259,8 @@ def not_informative(quality: dict | None) -> set[str]:
     """Mechanisms whose classifier is within quality.json's margin of the majority class."""
     if not quality:
         return set()
-    return {m for m in DIFF_EPITOME_MECHANISMS if isinstance(quality.get(m), dict)
+    return {m for m in MECHANISMS if isinstance(quality.get(m), dict)
             and not quality[m]["macro_f1"] - quality[m]["majority_macro_f1"] > quality.get("informative_margin", 0.10)}
-
-
-DIFF_EPITOME_MECHANISMS = ("er", "ip", "ex")
 
 
 def diff_epitome_section(metrics: dict[str, dict], models: list[str], quality: dict, significance: dict | None) -> str:
@@ -369,7 +272,7 @@ def diff_epitome_section(metrics: dict[str, dict], models: list[str], quality: d
     quality_rows = [[m, quality[m]["accuracy"], quality[m]["macro_f1"], quality[m]["majority_macro_f1"],
                      quality[m]["macro_f1"] - quality[m]["majority_macro_f1"], quality[m]["n_heldout"],
                      str(quality[m]["confusion"]), "no" if m in skip else "yes"]
-                    for m in DIFF_EPITOME_MECHANISMS if m in quality]
+                    for m in MECHANISMS if m in quality]
     lines = ["**How far to trust diff-Epitome.** The EPITOME classifiers on their held-out pairs "
              "(`results/empo/epitome/quality.json`); a mechanism whose macro F1 is within "
              f"{margin:.2f} of always answering the majority level is not informative.", "",
@@ -380,7 +283,7 @@ def diff_epitome_section(metrics: dict[str, dict], models: list[str], quality: d
         values = metrics[model].get("diff_epitome", {}) or {}
         intervals = values.get("ci", {}) or {}
         row = [model]
-        for key in DIFF_EPITOME_MECHANISMS + ("mean",):
+        for key in MECHANISMS + ("mean",):
             if key in skip:
                 row.append("not informative")
             elif values.get(key) is None:
@@ -392,7 +295,7 @@ def diff_epitome_section(metrics: dict[str, dict], models: list[str], quality: d
     lines += ["**diff_epitome**. diff-Epitome: mean squared difference between the EPITOME level of the "
               "generation and of the human reply, per mechanism (lower is closer to human empathy); "
               "in brackets the percentile bootstrap interval over items.", "",
-              table(["model", "er", "ip", "ex", "mean"], rows)]
+              table(["model", *MECHANISMS, "mean"], rows)]
     if skip:
         lines += ["", f"- mean: averages all three mechanisms, {', '.join(sorted(skip))} included (not informative)."]
     comparisons = [c for c in (significance or {}).get("comparisons", [])
@@ -428,97 +331,3 @@ def significance_table(data: dict) -> str:
     method = data.get("test", data.get("method", "paired permutation test on per-item scores"))
     return f"{method}\n\n" + table(["metric", "model A", "model B", "mean difference (A - B)", "95% interval",
                                      "p", "p (Holm)"], rows)
-
-
-def plot_similarity(by_testset: dict[str, list], ceilings: dict[str, dict], path: Path) -> None:
-    from empathy_workflow.core.plots import new_figure, save_figure
-
-    figure, axis = new_figure(7, 4)
-    testsets = sorted(by_testset)
-    methods = sorted({method for values in by_testset.values() for method, _ in values})
-    width = 0.8 / max(1, len(methods))
-    for index, method in enumerate(methods):
-        values = [dict(by_testset[t]).get(method) for t in testsets]
-        positions = [i + index * width for i in range(len(testsets))]
-        axis.bar(positions, [v if v is not None else 0 for v in values], width, label=method)
-    for i, testset in enumerate(testsets):
-        ceiling = ceilings.get(testset, {}).get("expected_correlation")
-        if ceiling is not None:
-            axis.hlines(ceiling, i - width / 2, i + 0.8 - width / 2, colors="black", linestyles="dashed",
-                        label="human ceiling" if i == 0 else None)
-    axis.set_xticks([i + 0.4 - width / 2 for i in range(len(testsets))], testsets)
-    axis.set_ylabel("Pearson r with the gold score")
-    axis.axhline(0, color="grey", linewidth=0.5)
-    axis.legend(fontsize=7)
-    save_figure(figure, path)
-
-
-def plot_empo(metrics: dict[str, dict], models: list[str], path: Path) -> None:
-    from empathy_workflow.core.plots import new_figure, save_figure
-
-    panels = [("diff_epitome", "mean", "diff-Epitome (lower better)"),
-              ("bertscore", "f1", "BERTScore F1"),
-              ("diversity", "distinct_2", "distinct-2"),
-              ("lm_eval", None, "lm-eval accuracy")]
-    figure, axes = new_figure(11, 3)
-    figure.clf()
-    axes = figure.subplots(1, len(panels))
-    for axis, (group, key, title) in zip(axes, panels):
-        values, errors = [], []
-        for model in models:
-            section = metrics[model].get(group, {}) or {}
-            if key is None:  # lm_eval: first task
-                numbers = [v for v in flatten(section).values()]
-                value = numbers[0] if numbers else None
-            else:
-                value = section.get(key)
-            value = value if isinstance(value, (int, float)) else None
-            values.append(value if value is not None else 0.0)
-            interval = (section.get("ci") or {}).get(key) if key else None
-            errors.append(interval)
-        axis.bar(models, values, color="#4c72b0")
-        for index, interval in enumerate(errors):
-            if isinstance(interval, list) and len(interval) == 2:
-                axis.errorbar(index, values[index], yerr=[[values[index] - interval[0]], [interval[1] - values[index]]],
-                              color="black", capsize=3)
-        axis.set_title(title, fontsize=9)
-        axis.tick_params(axis="x", labelrotation=30, labelsize=8)
-    save_figure(figure, path)
-
-
-def build_summary(inputs: dict[str, list[str]], config: dict, output: Path) -> str:
-    report_dir = output.parent
-    plots = report_dir / "plots"
-    paths = {key: [Path(p) for p in values] for key, values in inputs.items()}
-    ceilings = human_ceiling(paths["agreement"])
-    sections = [
-        "# Empathy in language models: results",
-        "",
-        f"Configuration: seed {config.get('seed')}; models "
-        + ", ".join(f"`{name}` = {entry['source']}" for name, entry in config.get("models", {}).items())
-        + ". Numbers below are read from the result files under `results/`; rerun `snakemake` to refresh.",
-        "",
-        data_section(paths["splits"]),
-        "",
-        agreement_section(paths["agreement"], paths["aggregate"][0], paths["cross_culture"][0], report_dir),
-        "",
-        similarity_section(paths["similarity"], ceilings, report_dir, plots / "similarity_pearson.png"),
-        "",
-        empo_section(paths["empo"], paths["significance"][0], paths["curves"], paths["pair_stats"],
-                     paths["epitome"], report_dir, plots / "empo_metrics.png",
-                     mapping=config.get("empo", {}).get("pairs", {}).get("emotion_mapping", "plutchik"),
-                     epitome_quality=Path(paths["epitome_quality"][0]) if paths.get("epitome_quality") else None),
-        "",
-        human_eval_section(paths.get("human_eval", []), report_dir),
-        "",
-    ]
-    return "\n".join(sections).rstrip() + "\n"
-
-
-def main(snakemake) -> None:
-    from empathy_workflow.core.io import write_text
-
-    inputs = {key: list(snakemake.input[key]) if not isinstance(snakemake.input[key], str)
-              else [snakemake.input[key]] for key in snakemake.input.keys()}
-    output = Path(snakemake.output.summary)
-    write_text(output, build_summary(inputs, snakemake.params.config, output))
