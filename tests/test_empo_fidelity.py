@@ -249,7 +249,7 @@ def continued(prepared_models, tmp_path_factory):
                                           training.preference_examples(pairs, tokenizer, 200), None,
                                           str(work / "ck_dpo"), 0)
     trainer.train()
-    hf.save_adapter(trainer.model, work / "dpo", {"stage": "preference"})
+    training.save_adapter(trainer.model, work / "dpo", {"stage": "preference"})
     text = training.render(tokenizer, pairs[0]["prompt"], add_generation_prompt=True)
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     return {"work": work, "trainer": trainer, "inputs": inputs, "policy": policy}

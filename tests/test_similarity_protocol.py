@@ -115,9 +115,9 @@ def test_prompt_is_the_authors_optimized_prompt_verbatim():
 def test_texts_are_preprocessed_as_the_authors(tmp_path):
     frame = pd.DataFrame({"pair_id": ["1"], "story_a": ["x"], "story_b": ["y"], "summary_a": [" one\ntwo \n"],
                           "summary_b": ["three"], "empathy": [3.0]})
-    frame.to_csv(tmp_path / "story_pairs.csv", index=False)
-    pairs, _ = story_pairs.load_pairs(tmp_path / "story_pairs.csv", "summary")
-    assert story_pairs.text_a.tolist() == ["one two"]
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    pairs, _ = story_pairs.load_pairs(tmp_path / "pairs.csv", "summary")
+    assert pairs.text_a.tolist() == ["one two"]
 
 
 def test_sft_targets_are_the_authors_float_strings():

@@ -168,7 +168,7 @@ def fetch_dataset(name: str, sources: dict[str, str | None], cache: str | os.Pat
     from empathy_workflow.core import dataset_sources
 
     fetched = {}
-    for key, source in dataset_sources.items():
+    for key, source in sources.items():
         if source is None:
             continue
         if dataset_sources.is_url(source):
