@@ -20,9 +20,9 @@ include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/agreement.smk"
 include: "rules/similarity.smk"
-include: "rules/empo.smk"
-include: "rules/evaluation.smk"
-include: "rules/human_eval.smk"
+include: "rules/empo_training.smk"
+include: "rules/empo_evaluation.smk"
+include: "rules/empo_human_eval.smk"
 include: "rules/report.smk"
 
 

@@ -61,6 +61,7 @@ def gpu_request(rule):
 wildcard_constraints:
     # dots: grid runs are named after their values (dpo_beta0.052)
     model=r"[A-Za-z0-9_.-]+",
+    variant=r"[A-Za-z0-9_.-]+",
     run=r"[A-Za-z0-9_.-]+",
     split=r"train|valid|test",
     dataset=r"[A-Za-z0-9_-]+",
@@ -263,6 +264,19 @@ PREDICT_KEYS = {
 }
 
 
+# Keys of similarity.llm that only scoring reads: as training params they would retrain the LoRA
+# when, say, the scoring batch size changes.
+LLM_SCORING_ONLY_KEYS = ("score_batch_size", "score_dtype", "max_new_tokens")
+
+
+def similarity_llm_training_settings():
+    return {
+        key: value
+        for key, value in config["similarity"]["llm"].items()
+        if key not in LLM_SCORING_ONLY_KEYS
+    }
+
+
 def similarity_settings(wildcards):
     settings = config["similarity"]
     if wildcards.method == "llm_api":
@@ -285,7 +299,7 @@ def similarity_settings(wildcards):
 
 
 # ---------------------------------------------------------------------------------------------
-# Input functions and settings of rules/empo.smk
+# Input functions and settings of rules/empo_training.smk
 
 
 # EmPO (paper 2): emotion-grounded preference pairs, SFT, then preference optimisation (LoRA).
@@ -317,7 +331,7 @@ def trained_model(name):
 def empo_adapter(wildcards):
     """The adapter a model name stands for: none for base, the SFT one, or a preference run's
     (each a complete PEFT folder: base + SFT (+ run) for AutoPeftModelForCausalLM)."""
-    model = trained_model(wildcards.model)
+    model = trained_model(wildcards.variant)
     if model == "base":
         return {}
     return {"adapter": f"results/empo/models/{model}"}
@@ -344,19 +358,19 @@ def generation_settings(wildcards):
         for k, v in config["empo"]["generation"].items()
         if k not in ("variants", "max_examples")
     }
-    variant = GENERATION_VARIANTS.get(wildcards.model, {})
+    variant = GENERATION_VARIANTS.get(wildcards.variant, {})
     if "max_new_tokens" in variant:
         settings["max_new_tokens"] = variant["max_new_tokens"]
     return settings
 
 
 def generation_system_prompt(wildcards):
-    variant = GENERATION_VARIANTS.get(wildcards.model, {})
+    variant = GENERATION_VARIANTS.get(wildcards.variant, {})
     return variant.get("system_prompt", config["empo"]["system_prompts"]["generation"])
 
 
 # ---------------------------------------------------------------------------------------------
-# Input functions and settings of rules/evaluation.smk
+# Input functions and settings of rules/empo_evaluation.smk
 
 # Evaluation of every EmPO model: diff-Epitome, BERTScore, diversity, valence, lm-eval.
 EPITOME_MECHANISMS = list(MECHANISMS)
@@ -391,7 +405,7 @@ def bertscore_source():
 
 
 # ---------------------------------------------------------------------------------------------
-# Input functions and settings of rules/human_eval.smk
+# Input functions and settings of rules/empo_human_eval.smk
 
 # Human evaluation of EmPO replies: off unless empo.human_eval is set (configs/human_eval.yaml).
 HUMAN_EVAL_CONFIG = config["empo"].get("human_eval")

@@ -13,10 +13,10 @@ rule report:
             method=SIMILARITY_METHODS,
             testset=SIMILARITY_TEST_SETS,
         ),
-        empo=expand("results/empo/eval/{model}/metrics.json", model=EMPO_MODELS),
+        empo=expand("results/empo/eval/{variant}/metrics.json", variant=EMPO_MODELS),
         significance="results/empo/eval/significance.json",
         curves=expand(
-            "results/empo/curves/{model}.csv", model=["sft"] + PREFERENCE_RUNS
+            "results/empo/curves/{adapter}.csv", adapter=["sft"] + PREFERENCE_RUNS
         ),
         pair_stats=expand(
             "results/empo/pairs/{split}_stats.json", split=["train", "valid", "test"]

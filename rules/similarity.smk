@@ -48,7 +48,7 @@ rule similarity_train_llm:
         gpu=gpu_request("similarity_train_llm"),
     params:
         device=config["device"],
-        settings=config["similarity"]["llm"],
+        settings=similarity_llm_training_settings(),
         text=config["similarity"]["text"],
         checkpoints="results/checkpoints/similarity/llm_sft",
         seed=SEED,

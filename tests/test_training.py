@@ -107,7 +107,7 @@ empo:
 
 
 STOP_AT = {"sft": 2, "dpo": 1}  # $EMPATHY_STOP_AFTER_STEP of the stopped runs (checkpoints every step)
-LOG = {"sft": "sft.log", "dpo": "preference_dpo.log"}  # rules/empo.smk
+LOG = {"sft": "sft.log", "dpo": "preference_dpo.log"}  # rules/empo_training.smk
 
 
 def stop_after(step: int) -> dict:

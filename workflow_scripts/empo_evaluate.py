@@ -10,7 +10,7 @@ from empathy_workflow.empo import dialogues, epitome_data, evaluation, lexicons,
 logger = runtime.start(snakemake)
 settings = snakemake.params.settings
 generations = text_metrics.read_generations(snakemake.input.generations)
-logger.info("%s: %d generations", snakemake.wildcards.model, len(generations))
+logger.info("%s: %d generations", snakemake.wildcards.variant, len(generations))
 # Read every input before the expensive steps, so a bad file fails fast.
 vad = lexicons.vad_by_word(lexicons.read_vad(snakemake.input.vad))
 intensity = lexicons.read_intensity_lexicon(snakemake.input.intensity)
@@ -29,6 +29,6 @@ if settings.get("span_diversity"):
     metrics["template_tree"] = template_trees.template_tree_stats(generations["generation"].tolist())
     logger.info("template trees: %d spans, compression ratio %s (%.1f s)", metrics["template_tree"].get("spans", 0),
                 metrics["template_tree"].get("compression_ratio"), time.perf_counter() - started)
-metrics["model"] = snakemake.wildcards.model
+metrics["model"] = snakemake.wildcards.variant
 io.write_csv(snakemake.output.per_item, per_item)
 io.write_json(snakemake.output.metrics, metrics)

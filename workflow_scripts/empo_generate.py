@@ -18,5 +18,5 @@ records = generation.run(
     subset=read_json(snakemake.input.subset),
 )
 write_jsonl(snakemake.output.generations, records)
-logger.info("wrote %d generations of %s to %s", len(records), snakemake.wildcards.model,
+logger.info("wrote %d generations of %s to %s", len(records), snakemake.wildcards.variant,
             snakemake.output.generations)

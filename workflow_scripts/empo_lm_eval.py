@@ -14,4 +14,4 @@ summary = runner.run(
     seed=int(snakemake.params.seed),
 )
 write_json(snakemake.output.results, summary)
-logger.info("lm-eval %s: %s", snakemake.wildcards.model, summary["scores"])
+logger.info("lm-eval %s: %s", snakemake.wildcards.variant, summary["scores"])

@@ -16,16 +16,7 @@ from transformers import AutoTokenizer  # noqa: E402
 tokenizer = AutoTokenizer.from_pretrained(snakemake.input.model)
 # The EmPO code computes the length threshold on the train split and filters its evaluation split
 # with it (src/dpo_ps.py): the other splits read it from the train split's statistics.
-given_threshold = threshold_from = None
-if snakemake.input.get("train_stats"):
-    train_filter = io.read_json(snakemake.input.train_stats)["length_filter"]
-    if (train_filter.get("measure"), train_filter.get("percentile")) != (
-            settings.get("length_measure", "reply"), settings.get("length_percentile")):
-        raise io.InputError(f"{snakemake.input.train_stats}: its length filter ({train_filter.get('measure')}, "
-                            f"p{train_filter.get('percentile')}) is not empo.pairs' "
-                            f"({settings.get('length_measure', 'reply')}, p{settings.get('length_percentile')}); "
-                            f"rerun the train split's empo_pairs")
-    given_threshold, threshold_from = train_filter.get("threshold"), "train"
+given_threshold, threshold_from = preference_pairs.train_threshold(snakemake.input.get("train_stats"), settings)
 pairs, stats = preference_pairs.build_pairs(
     records,
     mapping,

@@ -5,17 +5,7 @@ from empathy_workflow.core import io, runtime
 from empathy_workflow.empo import training
 
 logger = runtime.start(snakemake)
-settings = dict(snakemake.params.settings)
-if settings["max_length"] == "length_filter":
-    # the authors' DPO max_length: the train split's length-filter threshold, int, up to an even
-    # number (src/dpo_ps.py); recorded in the adapter's empo_adapter.json with the settings
-    length_filter = io.read_json(snakemake.input.train_stats)["length_filter"]
-    if length_filter.get("dpo_max_length") is None:
-        raise io.InputError(f"{snakemake.input.train_stats}: length_filter has no dpo_max_length (max_length: "
-                            f"length_filter needs empo.pairs.length_measure prompt_reply); rerun empo_pairs")
-    settings["max_length"] = int(length_filter["dpo_max_length"])
-    logger.info("max_length %d from the train split's length filter (threshold %.1f tokens)",
-                settings["max_length"], length_filter["threshold"])
+settings = training.with_dpo_max_length(dict(snakemake.params.settings), snakemake.input.train_stats)
 summary = training.train_preference(
     model_dir=snakemake.input.model,
     sft_adapter=snakemake.input.sft,

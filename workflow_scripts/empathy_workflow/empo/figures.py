@@ -1,5 +1,5 @@
 """Figures of EmPO training, drawn by their own rule from the curves training wrote
-(rules/empo.smk: empo_training_curves), so a style edit here redraws and retrains nothing."""
+(rules/empo_training.smk: empo_training_curves), so a style edit here redraws and retrains nothing."""
 
 from __future__ import annotations
 

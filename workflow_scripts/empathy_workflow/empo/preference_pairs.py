@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from collections import Counter, defaultdict
 from typing import Callable, Sequence
 
 import numpy as np
 
-from empathy_workflow.core.io import InputError
+from empathy_workflow.core.io import InputError, read_json
 from empathy_workflow.empo.dialogues import (
     last_listener_index,
     prompt_messages,
@@ -252,3 +253,19 @@ def check_pairs(pairs: Sequence[dict], mapping: dict[str, str], split_ids: set[s
             raise AssertionError(f"pair {number}: conversation from another split")
         if pair["prompt"][-1]["role"] != "user":
             raise AssertionError(f"pair {number}: prompt does not end with a user turn")
+
+
+def train_threshold(train_stats: str | os.PathLike | None, settings: dict) -> tuple[float | None, str | None]:
+    """(threshold, "train") from the train split's statistics, which valid and test pairs are
+    filtered with (src/dpo_ps.py of the EmPO code); (None, None) for the train split itself.
+    The statistics must come from the same filter (measure and percentile) as empo.pairs now."""
+    if not train_stats:
+        return None, None
+    train_filter = read_json(train_stats)["length_filter"]
+    measure, percentile = settings.get("length_measure", "reply"), settings.get("length_percentile")
+    if (train_filter.get("measure"), train_filter.get("percentile")) != (measure, percentile):
+        raise InputError(f"{train_stats}: its length filter ({train_filter.get('measure')}, "
+                         f"p{train_filter.get('percentile')}) is not empo.pairs' ({measure}, p{percentile}); "
+                         f"rerun the train split's empo_pairs")
+    return train_filter.get("threshold"), "train"
+

@@ -16,7 +16,7 @@ from empathy_workflow.core.hf import (
     quantization_config,
     sort_target_modules,
 )
-from empathy_workflow.core.io import InputError, atomic_dir, write_csv
+from empathy_workflow.core.io import InputError, atomic_dir, read_json, write_csv
 from empathy_workflow.core.trainer_setup import (
     common_arguments,
     curves_frame,
@@ -250,3 +250,20 @@ def save_adapter(model, adapter_dir: str | os.PathLike, info: dict) -> None:
         model.save_pretrained(str(tmp), save_embedding_layers=False, selected_adapters=["default"])
         sort_target_modules(tmp / "adapter_config.json")
         (tmp / ADAPTER_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def with_dpo_max_length(settings: dict, train_stats: str | os.PathLike) -> dict:
+    """`max_length: length_filter` resolved as the authors do: the train split's length-filter
+    threshold, int, up to an even number (src/dpo_ps.py); recorded in empo_adapter.json with the
+    settings. Other values are kept."""
+    if settings["max_length"] != "length_filter":
+        return settings
+    length_filter = read_json(train_stats)["length_filter"]
+    if length_filter.get("dpo_max_length") is None:
+        raise InputError(f"{train_stats}: length_filter has no dpo_max_length (max_length: length_filter needs "
+                         f"empo.pairs.length_measure prompt_reply); rerun empo_pairs")
+    settings = dict(settings, max_length=int(length_filter["dpo_max_length"]))
+    logger.info("max_length %d from the train split's length filter (threshold %.1f tokens)",
+                settings["max_length"], length_filter["threshold"])
+    return settings
+

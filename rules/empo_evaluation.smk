@@ -66,19 +66,19 @@ rule empo_evaluate:
     input:
         unpack(epitome_classifiers),
         unpack(bertscore_model),
-        generations="results/empo/generations/{model}.jsonl",
+        generations="results/empo/generations/{variant}.jsonl",
         train="results/data/empathetic_dialogues/train.jsonl",
         vad="results/data/lexicons/vad.csv",
         intensity="results/data/lexicons/intensity.csv",
     output:
-        metrics="results/empo/eval/{model}/text_metrics.json",
-        per_item="results/empo/eval/{model}/per_item.csv",
+        metrics="results/empo/eval/{variant}/text_metrics.json",
+        per_item="results/empo/eval/{variant}/per_item.csv",
     log:
-        "results/logs/evaluation/evaluate_{model}.log",
+        "results/logs/evaluation/evaluate_{variant}.log",
     benchmark:
-        "results/benchmarks/evaluation/evaluate_{model}.tsv"
+        "results/benchmarks/evaluation/evaluate_{variant}.tsv"
     wildcard_constraints:
-        model=one_of(EMPO_MODELS),
+        variant=one_of(EMPO_MODELS),
     conda:
         "../envs/evaluation.yaml"
     threads: 1
@@ -133,13 +133,13 @@ rule empo_lm_eval:
             task=STOCK_LM_EVAL_TASKS,
         ),
     output:
-        results="results/empo/eval/{model}/lm_eval.json",
+        results="results/empo/eval/{variant}/lm_eval.json",
     log:
-        "results/logs/evaluation/lm_eval_{model}.log",
+        "results/logs/evaluation/lm_eval_{variant}.log",
     benchmark:
-        "results/benchmarks/evaluation/lm_eval_{model}.tsv"
+        "results/benchmarks/evaluation/lm_eval_{variant}.tsv"
     wildcard_constraints:
-        model=one_of(TRAINED_MODELS),
+        variant=one_of(TRAINED_MODELS),
     conda:
         "../envs/evaluation.yaml"
     threads: 1
@@ -156,15 +156,15 @@ rule empo_lm_eval:
 
 rule empo_metrics:
     input:
-        text="results/empo/eval/{model}/text_metrics.json",
+        text="results/empo/eval/{variant}/text_metrics.json",
         # a generation variant has its model's general ability
-        lm_eval=lambda wildcards: f"results/empo/eval/{trained_model(wildcards.model)}/lm_eval.json",
+        lm_eval=lambda wildcards: f"results/empo/eval/{trained_model(wildcards.variant)}/lm_eval.json",
     output:
-        metrics="results/empo/eval/{model}/metrics.json",
+        metrics="results/empo/eval/{variant}/metrics.json",
     log:
-        "results/logs/evaluation/metrics_{model}.log",
+        "results/logs/evaluation/metrics_{variant}.log",
     wildcard_constraints:
-        model=one_of(EMPO_MODELS),
+        variant=one_of(EMPO_MODELS),
     conda:
         "../envs/evaluation.yaml"
     params:
@@ -175,7 +175,7 @@ rule empo_metrics:
 
 rule empo_significance:
     input:
-        per_item=expand("results/empo/eval/{model}/per_item.csv", model=EMPO_MODELS),
+        per_item=expand("results/empo/eval/{variant}/per_item.csv", variant=EMPO_MODELS),
     output:
         json="results/empo/eval/significance.json",
     log:

@@ -162,13 +162,13 @@ rule empo_generate:
         subset="results/empo/conversations/generation.json",
         model=model_dir(config["empo"]["sft"]["model"]),
     output:
-        generations="results/empo/generations/{model}.jsonl",
+        generations="results/empo/generations/{variant}.jsonl",
     log:
-        "results/logs/empo/generate_{model}.log",
+        "results/logs/empo/generate_{variant}.log",
     benchmark:
-        "results/benchmarks/empo/generate_{model}.tsv"
+        "results/benchmarks/empo/generate_{variant}.tsv"
     wildcard_constraints:
-        model=one_of(EMPO_MODELS),
+        variant=one_of(EMPO_MODELS),
     conda:
         "../envs/training.yaml"
     threads: 1
