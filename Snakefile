@@ -8,6 +8,10 @@ configfile: f"{workflow.basedir}/config.yaml"
 include: "rules/common.smk"
 
 
+# `snakemake --report report.html`: this description, then every figure and table with its caption.
+report: "report/workflow.rst"
+
+
 # Optional: one Apptainer/Docker image for every job (config key `container`, built from
 # envs/empathy.def), used with `--software-deployment-method apptainer` (docs/cluster.md).
 if config["container"]:

@@ -24,8 +24,19 @@ rule agreement_analysis:
         ratings=agreement_ratings,
     output:
         json="results/agreement/{dataset}/agreement.json",
-        table="results/agreement/{dataset}/agreement.md",
-        plots=directory("results/agreement/{dataset}/plots"),
+        table=report(
+            "results/agreement/{dataset}/agreement.md",
+            category="Agreement",
+            subcategory="{dataset}",
+            caption="../report/agreement_table.rst",
+        ),
+        plots=report(
+            directory("results/agreement/{dataset}/plots"),
+            patterns=["{name}.png"],
+            category="Agreement",
+            subcategory="{dataset}",
+            caption="../report/agreement_plots.rst",
+        ),
     log:
         "results/logs/agreement/{dataset}.log",
     benchmark:
@@ -47,8 +58,19 @@ rule agreement_aggregate_scores:
         urdu_pairs=rules.prepare_urdu_stories.output.pairs,
     output:
         json="results/agreement/aggregate_scores.json",
-        table="results/agreement/aggregate_scores.md",
-        plots=directory("results/agreement/aggregate_plots"),
+        table=report(
+            "results/agreement/aggregate_scores.md",
+            category="Agreement",
+            subcategory="aggregate scores",
+            caption="../report/aggregate_table.rst",
+        ),
+        plots=report(
+            directory("results/agreement/aggregate_plots"),
+            patterns=["{name}.png"],
+            category="Agreement",
+            subcategory="aggregate scores",
+            caption="../report/aggregate_plots.rst",
+        ),
     log:
         "results/logs/agreement/aggregate_scores.log",
     conda:
@@ -66,8 +88,18 @@ rule agreement_cross_culture:
         expand("results/agreement/{dataset}/agreement.json", dataset=AGREEMENT_DATASETS),
     output:
         json="results/agreement/cross_culture.json",
-        table="results/agreement/cross_culture.md",
-        plot="results/agreement/cross_culture_alpha.png",
+        table=report(
+            "results/agreement/cross_culture.md",
+            category="Agreement",
+            subcategory="English vs Urdu",
+            caption="../report/cross_culture.rst",
+        ),
+        plot=report(
+            "results/agreement/cross_culture_alpha.png",
+            category="Agreement",
+            subcategory="English vs Urdu",
+            caption="../report/cross_culture.rst",
+        ),
     log:
         "results/logs/agreement/cross_culture.log",
     conda:

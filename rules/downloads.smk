@@ -22,7 +22,7 @@ rule download_model:
     conda:
         "../envs/evaluation.yaml"
     params:
-        settings=lambda wildcards: config["models"][wildcards.model],
+        settings=lookup(dpath="models/{model}", within=config),
         code=code_of("download_model.py"),
     script:
         "../workflow_scripts/download_model.py"

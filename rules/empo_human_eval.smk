@@ -30,7 +30,11 @@ rule empo_human_results:
         assignments=rules.empo_human_sheets.output.assignments,
     output:
         json=f"{HUMAN_EVAL_DIR}/results.json",
-        table=f"{HUMAN_EVAL_DIR}/results.md",
+        table=report(
+            f"{HUMAN_EVAL_DIR}/results.md",
+            category="EmPO human evaluation",
+            caption="../report/human_eval.rst",
+        ),
     log:
         "results/logs/empo/human_results.log",
     benchmark:

@@ -14,7 +14,7 @@ rule prepare_model:
     conda:
         "../envs/training.yaml"
     params:
-        settings=lambda wildcards: config["models"][wildcards.model],
+        settings=lookup(dpath="models/{model}", within=config),
         code=code_of("prepare_model.py"),
     script:
         "../workflow_scripts/prepare_model.py"

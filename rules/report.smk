@@ -32,7 +32,11 @@ rule report:
             "results/data/empathetic_dialogues/split_info.json",
         ],
     output:
-        summary="results/report/summary.md",
+        summary=report(
+            "results/report/summary.md",
+            category="Summary",
+            caption="../report/summary.rst",
+        ),
         similarity_plot=report(
             "results/report/plots/similarity_pearson.png",
             category="Similarity",

