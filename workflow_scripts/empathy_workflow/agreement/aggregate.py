@@ -1,4 +1,5 @@
-"""TODO docstring (from agreement: Annotator agreement (paper 1): how much do annotators agree on empathic similarity, and what)"""
+"""Agreement of the released aggregate scores (paper 1): the human aggregate of each dataset
+against its GPT score, with bootstrap intervals."""
 
 from __future__ import annotations
 

@@ -1,4 +1,13 @@
-"""TODO docstring (from cross_culture: Annotator agreement across datasets (paper 1): English vs Urdu side by side, aspect by aspect.)"""
+"""Annotator agreement across datasets (paper 1): English vs Urdu side by side, aspect by aspect.
+
+Each dataset's aspects stand under a shared aspect: `compare_as` maps an aspect to it (the English
+re-annotation's summary_event, full_event and both_event all stand under event); an aspect not
+named keeps its own name. A shared aspect that two or more datasets rated is a group of the main
+table, with an English minus Urdu difference for every English row against the Urdu row of its
+group; an aspect that only one dataset rated (English moral: the Urdu study dropped it) is shown
+apart. Reads the per-dataset results of `agreement.analyse`; computes nothing new except the
+differences.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring (from agreement: Annotator agreement (paper 1): how much do annotators agree on empathic similarity, and what)"""
+"""Figures of the agreement study: annotator-by-annotator correlation heatmaps, rating
+distributions, Krippendorff's alpha per aspect, and the aggregate-score figures."""
 
 from __future__ import annotations
 

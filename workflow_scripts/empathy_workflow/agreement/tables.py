@@ -1,4 +1,5 @@
-"""TODO docstring (from agreement: Annotator agreement (paper 1): how much do annotators agree on empathic similarity, and what)"""
+"""Markdown tables of the agreement study: alpha and pairwise statistics per aspect with their
+intervals, the human ceiling, and the aggregate-score comparison."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO"""
+"""Agreement measures on an items x annotators matrix: kappas, pairwise and leave-one-out
+correlations, split-half reliability, the human ceiling they imply, and an item bootstrap of all
+of them. Used by the agreement study and by EmPO's human evaluation."""
 
 from __future__ import annotations
 

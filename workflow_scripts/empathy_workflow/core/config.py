@@ -1,4 +1,5 @@
-"""TODO docstring (from config: Config validation: JSON schema first, then the checks a schema cannot express (files exist,)"""
+"""Config validation: JSON schema first, then the checks a schema cannot express (files exist,
+names refer to things that are declared). Errors name the dotted key and the problem."""
 
 from __future__ import annotations
 

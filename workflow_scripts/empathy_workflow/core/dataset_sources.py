@@ -1,4 +1,5 @@
-"""TODO docstring (from data: Raw datasets -> validated tables. Plain functions taking paths (or remote sources), so rules,)"""
+"""Dataset sources and splits: a local path, an http(s) URL (downloaded once into the cache) or a
+Hugging Face id (hf:ORG/NAME[:SPLIT]); seeded re-splits when a released split is missing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,13 @@
-"""TODO docstring (from downloads: Every download of the workflow, in one place: the download rules (rules/downloads.smk), which)"""
+"""Every download of the workflow, in one place: the download rules (rules/downloads.smk), which
+run on the machine Snakemake is started on (localrules: on a cluster, the login node, which has
+network), fill the cache named by the config key `download_cache`. Every other job runs with the
+hub's offline switches on (rules/common.smk) and reads only that cache.
+
+What is fetched: hub models (snapshot_download), URL and `hf:` dataset sources, and the data of
+lm-eval's stock tasks (`mmlu`, `leaderboard`, ...). Data that cannot be fetched here (a gated
+dataset without a token, an unreachable hub) is refused before any compute job starts, with the
+task and what it needs.
+"""
 
 from __future__ import annotations
 

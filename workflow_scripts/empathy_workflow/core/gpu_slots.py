@@ -1,4 +1,15 @@
-"""TODO docstring (from gpu_slots: One GPU per job on a multi-GPU workstation.)"""
+"""One GPU per job on a multi-GPU workstation.
+
+`snakemake --cores N --resources gpu=K` lets at most K jobs that declare `gpu=1` run at once,
+but Snakemake does not say WHICH GPU a job gets: without more, every job would use cuda:0. Each
+GPU job therefore claims a free slot from a pool of lock files (one per GPU, under
+.snakemake/gpu_slots/ in the working directory) and sets CUDA_VISIBLE_DEVICES to it before CUDA
+starts. The lock is an flock on an open file: the kernel releases it when the job's process ends,
+however it ends, so a killed job never leaves a slot taken.
+
+Not used where the scheduler already assigned GPUs (Slurm sets CUDA_VISIBLE_DEVICES for a job
+with --gpus), nor where CUDA_VISIBLE_DEVICES is set by hand.
+"""
 
 from __future__ import annotations
 

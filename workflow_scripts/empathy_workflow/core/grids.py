@@ -1,4 +1,20 @@
-"""TODO docstring (from preference_runs: EmPO preference runs as the authors swept them: shared defaults, runs that state only what)"""
+"""EmPO preference runs as the authors swept them: shared defaults, runs that state only what
+differs, and grids that expand into one run per point.
+
+Config (`empo.preference`):
+
+    defaults: {loss_type: sigmoid, beta: 0.1, learning_rate: 5.0e-5, ...}   # every run starts here
+    runs:
+      dpo: {}                                   # the defaults as they are
+      dpo_lr: {learning_rate: 1.0e-6}           # one key differs
+      sweep: {beta: {grid: [0.052, 0.051]}}     # two runs: sweep_beta0.052, sweep_beta0.051
+
+A grid is `{grid: [v1, v2, ...]}` on any run key; several gridded keys give their product. Each
+point is named `NAME_KEYvalue` (gridded keys in name order), so names are deterministic and say
+what the run is (the EmPO sweeps' released runs were told apart only by a counter suffix).
+A `{grid: ...}` value can never be a real setting (no run key takes a mapping with that one key),
+so a grid is never confused with a value, e.g. a list of loss types.
+"""
 
 from __future__ import annotations
 

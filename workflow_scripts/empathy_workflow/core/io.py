@@ -1,4 +1,4 @@
-"""TODO docstring (from io: Reading inputs with clear errors, and writing outputs atomically.; data: Raw datasets -> validated tables. Plain functions taking paths (or remote sources), so rules,)"""
+"""Reading inputs with clear errors, and writing outputs atomically."""
 
 from __future__ import annotations
 

@@ -1,4 +1,18 @@
-"""TODO docstring (from llm_client: A client for any OpenAI-compatible chat endpoint (OpenAI, vLLM, `transformers serve`, ...).)"""
+"""A client for any OpenAI-compatible chat endpoint (OpenAI, vLLM, `transformers serve`, ...).
+
+What the raters need from it, and nothing more:
+- the key comes from an environment variable named in config (never from the config file) and is
+  never logged or put into an error message;
+- several requests in flight (threads), an optional cap on requests per second;
+- bounded retries with exponential backoff on 429, 408, 5xx, timeouts and refused connections
+  (a Retry-After header is honoured, capped like the backoff);
+- a response cache on disk: one JSON line per answered request, appended under a file lock with a
+  single write, keyed by endpoint + model + messages + sampling parameters. An answer is cached the
+  moment it arrives, so a rerun or a crash never pays for it twice; a torn last line (a crash
+  mid-write) is skipped when the cache is read.
+- clear errors: an unreachable endpoint or a refused key names the base URL, the model and the
+  environment variable, and the config section they come from.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (from llm_raters: Raters behind an OpenAI-compatible endpoint (llm_client.py): the similarity paper's zero-shot)"""
+"""Scores from an LLM behind an OpenAI-compatible endpoint: ask, parse the number in the answer
+(with a second parse prompt when needed) and log what could not be parsed. Used by the
+similarity llm_api method and EmPO's LLM judge."""
 
 from __future__ import annotations
 

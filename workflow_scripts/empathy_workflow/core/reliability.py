@@ -1,4 +1,5 @@
-"""TODO docstring (from agreement: Annotator agreement (paper 1): how much do annotators agree on empathic similarity, and what)"""
+"""Agreement analysis of a validated rating table, aspect by aspect: point statistics,
+bootstrap intervals and the reasons a statistic is undefined, as JSON-ready dicts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring (from runtime: What every rule script does first: log to the rule's log file, seed everything, cap threads.)"""
+"""What every rule script does first: log to the rule's log file, seed everything, cap threads."""
 
 from __future__ import annotations
 

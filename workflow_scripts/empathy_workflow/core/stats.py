@@ -1,4 +1,5 @@
-"""TODO docstring (from metrics: Scores of a similarity model against gold ratings on the 1-4 scale.; agreement: Annotator agreement (paper 1): how much do annotators agree on empathic similarity, and what; evaluation: EmPO text metrics (diff-Epitome, BERTScore, diversity, valence/intensity) and significance tests.)"""
+"""Statistics every part uses: Pearson and Spearman, Krippendorff's alpha, the reliability
+matrix, bootstrap intervals, paired permutation tests and Holm's correction."""
 
 from __future__ import annotations
 

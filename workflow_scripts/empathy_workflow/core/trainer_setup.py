@@ -1,4 +1,6 @@
-"""TODO docstring (from training: EmPO training with LoRA: SFT on ED conversations (loss on listener turns only), then preference)"""
+"""Trainer set-up every training rule shares: Hugging Face TrainingArguments from a config
+section, run fingerprints, checkpoints that resume only the same settings, a step budget for
+tests, and the training curves as a table."""
 
 from __future__ import annotations
 

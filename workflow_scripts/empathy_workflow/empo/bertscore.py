@@ -1,4 +1,5 @@
-"""TODO docstring (from evaluation: EmPO text metrics (diff-Epitome, BERTScore, diversity, valence/intensity) and significance tests.)"""
+"""BERTScore of EmPO replies against the reference replies, on the GPU when there is one, with
+bert-score's own default layer for the model unless the config names one."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (from data: Raw datasets -> validated tables. Plain functions taking paths (or remote sources), so rules,; preference: EmPO preference data: emotion mappings, chat-message views of EmpatheticDialogues (ED); evaluation: EmPO text metrics (diff-Epitome, BERTScore, diversity, valence/intensity) and significance tests.)"""
+"""EmpatheticDialogues (EmPO): the release read into conversations, the official or re-split
+splits, the chat messages of a conversation, and the seeded conversation subsets that SFT,
+pairs and generation share (results/empo/conversations/SUBSET.json)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring (from preference: EmPO preference data: emotion mappings, chat-message views of EmpatheticDialogues (ED))"""
+"""Emotion mappings for EmPO's rejected replies: the opposite emotion of each of the 32 ED
+emotions (Plutchik, as the EmPO code, or by valence from the NRC VAD lexicon)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring (from evaluation: EmPO text metrics (diff-Epitome, BERTScore, diversity, valence/intensity) and significance tests.)"""
+"""The EPITOME level classifier used for diff-Epitome: training, prediction on replies, held-out
+scores and the diff-Epitome of generations against references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,22 @@
-"""TODO docstring (from epitome_biencoder: The EPITOME classifier of Sharma et al. (EMNLP 2020), as EmPO scores diff-Epitome with it.)"""
+"""The EPITOME classifier of Sharma et al. (EMNLP 2020), as EmPO scores diff-Epitome with it.
+
+Architecture and parameter names follow the authors' code, behavioral-data/Empathy-Mental-Health,
+src/models/models.py (commit 3422d430bd3c6f39de4acb09f0cc3db329095e77): two RoBERTa encoders,
+`seeker_encoder.roberta` and `responder_encoder.roberta`; the response's token states attend to
+the seeker's (`attn`: one-head MultiHeadAttention with q_linear/k_linear/v_linear/out), added back
+through dropout; a RobertaClassificationHead (`empathy_classifier`: dense, out_proj) on the
+response's <s> state gives the 3 levels, and `rationale_classifier` gives per response token
+rationale/not logits (the second task). `norm` (Norm: alpha, bias) is built but unused, as there.
+One model per mechanism. EmPO loads the authors' finetuned_{ER,IP,EX}.pth with
+`load_state_dict` (strict) and tokenises with roberta-base, max_length 64, seeker and response
+separately (justtherightsize/empo, src/emp_metrics/diff_epitome.py, commit
+803b0b68db0c37dfb9f68381ce4e3cf50156125e; its copy of the model: src/emp_metrics/from_epitome/
+models.py, commit 76927cfbb6dc62ff26909c00fbcb2b83aa0ca53f). So a state dict saved by the authors
+loads here with no missing or unexpected keys, and `empo.evaluation.epitome.weights` may name
+those .pth files (the roberta-base tokenizer files beside them).
+
+Training follows the authors' loss: lambda_EI * cross-entropy(levels) + lambda_RE *
+cross-entropy(rationale tokens, padding ignored), AdamW with a linear schedule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring (from data: Raw datasets -> validated tables. Plain functions taking paths (or remote sources), so rules,; evaluation: EmPO text metrics (diff-Epitome, BERTScore, diversity, valence/intensity) and significance tests.)"""
+"""EPITOME data (Sharma et al. 2020): the release's three mechanism files as one table, and the
+seeded held-out split the classifiers are scored on."""
 
 from __future__ import annotations
 

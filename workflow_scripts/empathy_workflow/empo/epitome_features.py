@@ -1,4 +1,16 @@
-"""TODO docstring (from epitome_features: The default EPITOME level classifier: frozen sentence embeddings of the seeker post and of the)"""
+"""The default EPITOME level classifier: frozen sentence embeddings of the seeker post and of the
+response (the MiniLM encoder, mean-pooled, L2-normalised) beside character n-gram TF-IDF of the
+response, and one class-balanced logistic regression per mechanism (er, ip, ex).
+
+Why this family: on a laptop it beats fine-tuning the same encoder by a wide margin (macro F1
+0.72/0.59/0.69 against 0.39/0.24/0.31 on the seeded 20% held out, benchmarks/evaluation.md) in
+less CPU time: the encoder runs once over every text (no backward pass), and the linear heads
+fit in seconds. The response n-grams carry the surface cues the annotators marked as rationales
+("sorry", "?", "I feel"); the seeker embedding lets a head see what is being answered.
+
+A saved classifier is a folder: `epitome_features.json` (the kind, settings, TF-IDF vocabulary
+and idf, the heads' coefficients; plain JSON, no pickle, so loading runs no code) and `encoder/`
+(a copy of the sentence encoder, so the folder scores on its own)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring (from evaluation: EmPO text metrics (diff-Epitome, BERTScore, diversity, valence/intensity) and significance tests.)"""
+"""Evaluation of one EmPO model's generations: diff-Epitome, BERTScore, diversity, valence and
+emotion intensity against the references, per item and summarised; lm-eval merged in."""
 
 from __future__ import annotations
 

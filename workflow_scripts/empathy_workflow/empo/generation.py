@@ -1,4 +1,11 @@
-"""TODO docstring (from generation: Batched response generation for the EmPO models on the EmpatheticDialogues test split.)"""
+"""Batched response generation for the EmPO models on the EmpatheticDialogues test split.
+
+The EmPO code answered one prompt at a time through a text-generation pipeline. Here prompts are
+sorted by token length, cut into batches, left-padded (so every row's last prompt token sits at
+the right edge, where generation continues) and generated with the KV cache; answers are written
+back in input order. Greedy by default; sampling is seeded per batch, so the same config and seed
+give the same bytes.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,17 @@
-"""TODO docstring (from human_eval: Human evaluation of EmPO replies, part 1: the settings and the blinded rating sheets.)"""
+"""Human evaluation of EmPO replies, part 1: the settings and the blinded rating sheets.
+
+From the generations of the compared models, a seeded evaluation set: the same N test prompts,
+every model's reply to each, shuffled and anonymised (item ids carry no model; the key is a
+separate file), assigned to annotators so that every item is rated by `overlap` annotators. Each
+annotator gets a CSV sheet and a self-contained HTML page (templates/human_eval_sheet.html: no
+network, inline JS/CSS) that shows one conversation at a time and downloads the ratings as a
+long-format CSV (item_id, annotator, dimension, score).
+
+The default dimensions are EmPO's own human evaluation (justtherightsize/empo, commit
+196437e67f9e20b63b128c81fd506396127f3754, src/human_evaluation/he_survey/templates/index.html,
+ratings in data/he_data.csv as Dim1-Dim5): four statements rated on a 0-100 slider from
+"Strongly disagree" to "Strongly agree", and one checkbox (0/1).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,13 @@
-"""TODO docstring (from human_eval_ratings: Human evaluation of EmPO replies, part 2: reading completed sheets back, with clear errors.)"""
+"""Human evaluation of EmPO replies, part 2: reading completed sheets back, with clear errors.
+
+Two layouts are accepted, both as the sheets hand them out:
+- long: item_id, annotator, dimension, score (the HTML page's download; the LLM judge's file);
+- wide: the CSV sheet filled in, item_id, annotator and one column per dimension.
+An empty score is a missing rating (counted). Everything else that is wrong stops the run with the
+file, the row and the problem: a missing column, a missing annotator id or item id, an unknown
+item, annotator or dimension, an item not on that annotator's sheet, a score that is not a number
+or off the dimension's scale, and a rating given twice (across files too).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,17 @@
-"""TODO docstring (from human_eval_results: Human evaluation of EmPO replies, part 3: results from validated ratings joined with the key.)"""
+"""Human evaluation of EmPO replies, part 3: results from validated ratings joined with the key.
+
+- Per model and dimension: the mean over prompts of each reply's mean rating (over its
+  annotators), with a percentile bootstrap interval over prompts.
+- Between every two models, per dimension, on the prompts both were rated on: the mean paired
+  difference with its bootstrap interval, a paired permutation test, Holm-adjusted across the
+  dimensions of that pair, and win rates (which reply's mean rating is higher).
+- Per dimension: inter-annotator agreement through the agreement stage itself (agreement.analyse:
+  Krippendorff's alpha at every level, pairwise statistics, the human ceiling), items = replies.
+- With an LLM judge: alpha with and without the judge as one more rater, and the judge against the
+  mean of the humans (agreement.human_vs_model).
+The statistics are the project's own (evaluation.bootstrap_interval, paired_permutation_test,
+holm; agreement.*); nothing here re-implements them.
+"""
 
 from __future__ import annotations
 

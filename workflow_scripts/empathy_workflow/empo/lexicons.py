@@ -1,4 +1,5 @@
-"""TODO docstring (from data: Raw datasets -> validated tables. Plain functions taking paths (or remote sources), so rules,; preference: EmPO preference data: emotion mappings, chat-message views of EmpatheticDialogues (ED); evaluation: EmPO text metrics (diff-Epitome, BERTScore, diversity, valence/intensity) and significance tests.)"""
+"""NRC lexicons for EmPO: the VAD and emotion-intensity releases prepared into tables, and their
+one reader."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring (from llm_raters: Raters behind an OpenAI-compatible endpoint (llm_client.py): the similarity paper's zero-shot)"""
+"""An LLM judge of EmPO replies, on the human evaluation's dimensions and scales, through any
+OpenAI-compatible endpoint."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring (from data: Raw datasets -> validated tables. Plain functions taking paths (or remote sources), so rules,)"""
+"""MMLU questions for the local lm-eval task (retained ability): the release's CSVs as one table."""
 
 from __future__ import annotations
 

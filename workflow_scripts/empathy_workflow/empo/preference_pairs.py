@@ -1,4 +1,6 @@
-"""TODO docstring (from preference: EmPO preference data: emotion mappings, chat-message views of EmpatheticDialogues (ED))"""
+"""EmPO preference pairs: for each prompt, the chosen reply is its own conversation's listener
+turn and the rejected ones come from conversations of the opposite emotion; the length filter
+and statistics are the EmPO code's."""
 
 from __future__ import annotations
 

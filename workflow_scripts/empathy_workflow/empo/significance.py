@@ -1,4 +1,5 @@
-"""TODO docstring (from evaluation: EmPO text metrics (diff-Epitome, BERTScore, diversity, valence/intensity) and significance tests.)"""
+"""Significance of the differences between EmPO models on per-item metrics: paired permutation
+tests, bootstrap intervals, Holm's correction."""
 
 from __future__ import annotations
 

@@ -1,4 +1,40 @@
-"""TODO docstring (from template_trees: Template-tree (span) diversity of a set of responses, as the EmPO code measures it beside NIDF.)"""
+"""Template-tree (span) diversity of a set of responses, as the EmPO code measures it beside NIDF.
+
+The EmPO evaluation (`run_empathy_eval.py -m diversity`, justtherightsize/empo
+src/emp_metrics/run_empathy_eval.py @ e1da723) runs Lee et al.'s measure (MichiganNLP/empathy_eval,
+"A Comparative Multidimensional Analysis of Empathetic Systems"): `ngrams.evaluate` spanifies the
+responses (src/emp_metrics/ngrams.py @ 0feb5f3, `SpanProcessor.spanify`), `gather_tree_stats`
+prints the statistics of the resulting template tree (src/emp_metrics/gather_tree_stats.py @
+e1da723, with `tree.py` of MichiganNLP/empathy_eval scripts/tree.py @ b9f0ce6). Procedure:
+
+1. Tokenise each non-empty response with NLTK's `word_tokenize` (case kept).
+2. Spanify, until no n-gram occurs twice: count every n-gram with n >= 2 over all responses
+   (occurrences, not responses); weight = n * count (1 for a single occurrence); take the heaviest
+   n-gram, the shortest among equal weights, then the one counted first (earliest response, then
+   earliest position: the order of nltk's FreqDist); give it a hash token `span_DIGITS`; in every
+   response holding it, replace its text in the space-joined tokens by the hash (plain string
+   replacement, as the authors) and tokenise again. Spans nest: a later span may hold hash tokens.
+3. The folded tree is the prefix tree (trie) of the resulting templates, the unfolded tree the trie
+   of the tokenised responses; a node count includes the root.
+
+Reported (gather_tree_stats.print_stats): unique templates, unique responses, nodes of the folded
+tree, span nodes (distinct `span_` tokens reached from the templates, nested spans included),
+children of the folded root, unique starting words (children of the unfolded root), compression
+ratio (folded nodes / unfolded nodes: lower = more of the responses are shared templates), and the
+most frequent spans. The counts are those of the authors' pool_size=1 path; their parallel
+counting (`run_parallel`) gives the same counts and order.
+
+Differences, each documented in docs/fidelity.md:
+- sentence splitting inside `word_tokenize` uses NLTK's Punkt algorithm without the trained English
+  parameters (the `punkt_tab` data is a download; this workflow runs offline): it differs from
+  the trained model at abbreviations such as "Mr." (split there), not at ordinary sentence ends;
+- hash tokens are `span_` + 16 digits of SHA-1 of the n-gram instead of Python's `hash()` (the
+  authors' PYTHONHASHSEED is set inside the process, after start-up, so their digits are not
+  reproducible); the procedure only needs distinct tokens;
+- counting is incremental (only the responses that held the folded span are counted again) and
+  keeps only n-grams that can occur twice; the chosen spans are the same (tests/test_template_trees.py
+  checks this against counting every n-gram afresh, as the authors do).
+"""
 
 from __future__ import annotations
 

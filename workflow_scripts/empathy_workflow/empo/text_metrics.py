@@ -1,4 +1,5 @@
-"""TODO docstring (from evaluation: EmPO text metrics (diff-Epitome, BERTScore, diversity, valence/intensity) and significance tests.)"""
+"""Text metrics of EmPO replies: tokenization, diversity (distinct-n, entropy, NIDF
+specificity) and emotion (VAD and intensity) differences from the references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (from training: EmPO training with LoRA: SFT on ED conversations (loss on listener turns only), then preference)"""
+"""EmPO training with LoRA: SFT on ED conversations (loss on listener turns only), then
+preference optimisation with trl, keeping the SFT adapter trained against the SFT model as
+reference; adapters saved so that stock PEFT loads base + SFT + run."""
 
 from __future__ import annotations
 

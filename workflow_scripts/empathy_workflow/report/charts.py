@@ -1,4 +1,5 @@
-"""TODO"""
+"""The report's two overview figures: similarity Pearson per method against the human ceiling,
+and the headline EmPO metrics per model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO"""
+"""Formatting for the report: numbers, markdown tables, flattened metrics, links relative to
+the page, and the procedure notes that say which results are the papers' procedure."""
 
 from __future__ import annotations
 

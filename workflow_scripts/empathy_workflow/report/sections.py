@@ -1,4 +1,5 @@
-"""TODO"""
+"""The report's sections, one per stage: data, agreement, similarity, EmPO (with diff-Epitome
+and significance) and human evaluation, each read from result files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring (from report: results/report/summary.md: every result of the workflow on one page, with plots.)"""
+"""results/report/summary.md: the page and the rule's entry point."""
 
 from __future__ import annotations
 

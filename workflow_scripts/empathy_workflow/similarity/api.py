@@ -1,4 +1,5 @@
-"""TODO docstring (from llm_raters: Raters behind an OpenAI-compatible endpoint (llm_client.py): the similarity paper's zero-shot)"""
+"""The llm_api similarity method: a model behind an OpenAI-compatible endpoint prompted zero-shot
+with the paper's prompt, its answers parsed to scores."""
 
 from __future__ import annotations
 

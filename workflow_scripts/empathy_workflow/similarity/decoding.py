@@ -1,4 +1,13 @@
-"""TODO docstring (from similarity_decoding: Greedy decoding of many prompts that share a long prefix (the similarity instruction).; similarity: Empathic similarity models (Manzoor et al. 2024): given two personal narratives, predict how much)"""
+"""Greedy decoding of many prompts that share a long prefix (the similarity instruction).
+
+eval_llama3.ipynb scores the fine-tuned model by greedy generation (do_sample=False, max_length 2048)
+and parses the number. On a CPU the shared system prompt is most of each prompt, so it is run once:
+its KV cache is copied into every batch, and each prompt's own tokens follow it after padding
+placed *between* the prefix and them (attention mask 0 there). transformers derives position ids
+from the attention mask's cumulative sum, so every real token keeps the position it would have
+unpadded, and the greedy tokens equal those of generating each prompt alone
+(tests/test_similarity_protocol.py checks it).
+"""
 
 from __future__ import annotations
 

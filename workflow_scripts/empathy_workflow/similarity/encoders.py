@@ -1,4 +1,5 @@
-"""TODO docstring (from similarity: Empathic similarity models (Manzoor et al. 2024): given two personal narratives, predict how much)"""
+"""Masked-LM encoders for empathic similarity: zero-shot cosine (calibrated on train), and
+contrastive fine-tuning with the authors' losses and triplets (sentence-transformers)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring (from similarity: Empathic similarity models (Manzoor et al. 2024): given two personal narratives, predict how much)"""
+"""LLMs for empathic similarity: the authors' prompts, LoRA fine-tuning with trl (completion
+loss), and scoring by constrained answers or greedy decoding."""
 
 from __future__ import annotations
 

@@ -1,4 +1,12 @@
-"""TODO docstring (from metrics: Scores of a similarity model against gold ratings on the 1-4 scale.)"""
+"""Scores of a similarity model against gold ratings on the 1-4 scale.
+
+Regression: Pearson r, Spearman rho, MSE. Classification: a pair is positive when its score is
+above 2.5 (the scale's midpoint); accuracy and macro-averaged precision, recall and F1.
+
+The paper's notebooks call ``classification_report(y_pred, y_true)``. scikit-learn's signature is
+``(y_true, y_pred)``; swapping them swaps precision and recall (F1 and accuracy are symmetric, so
+they hide the mistake). Everything here passes gold first; tests/test_metrics.py pins it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring (from similarity: Empathic similarity models (Manzoor et al. 2024): given two personal narratives, predict how much)"""
+"""Predictions of one similarity method on one test set (encoders or LLMs), the one entry point
+the rule calls."""
 
 from __future__ import annotations
 

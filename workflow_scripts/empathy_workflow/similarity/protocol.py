@@ -1,4 +1,21 @@
-"""TODO docstring (from similarity_protocol: The authors' procedure for empathic similarity (Manzoor et al. 2024), written once.)"""
+"""The authors' procedure for empathic similarity (Manzoor et al. 2024), written once.
+
+Everything here follows the authors' public code; docs/fidelity.md cites file and commit for each
+item and says where the workflow deviates:
+- yuxiaw/Empathic-Similarity @ 6ea161a (Notebooks/triplet_loss_exps.ipynb, paired_loss_exps.ipynb,
+  eval_llama3.ipynb, scripts/) and @ 62a21af (src/sft_llama3.py, src/llm_eval_openllm.py).
+
+- Text: newlines replaced by spaces, ends stripped (`normalize_text`), for every model.
+- Encoders: the raw cosine is the score; on the 1-4 scale it is 3*cos+1 (the notebooks'
+  "01_continue" recovery), so a pair is positive when 3*cos+1 > 2.5 (`cosine_to_scale`).
+- Contrastive losses with the notebooks' parameters (`LOSS_PARAMETERS`); MNRL triplets built as
+  `triplet_loss_exps.ipynb` builds them (`build_triplets`).
+- LLMs: the "optimized" system prompt and the `### Narrative A / B / ### Similarity Score` user
+  message, verbatim (`SYSTEM_PROMPT`, `USER_TEMPLATE`, `prompt_messages`). Zero-shot: a guided
+  choice over `ZEROSHOT_ANSWERS` at temperature 0, in both story orders, averaged
+  (`guided_choice`, `both_orders_mean`). Fine-tuned: trained on str(float(gold)) completions
+  (`sft_completion`), scored by greedy decoding and parsing the number (`parse_score`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring (from similarity: Empathic similarity models (Manzoor et al. 2024): given two personal narratives, predict how much)"""
+"""The scatter figure of predicted against gold similarity scores (its own rule)."""
 
 from __future__ import annotations
 

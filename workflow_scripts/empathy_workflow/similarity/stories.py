@@ -1,4 +1,5 @@
-"""TODO docstring (from data: Raw datasets -> validated tables. Plain functions taking paths (or remote sources), so rules,)"""
+"""Similarity datasets: EmpathicStories (Shen et al. 2023) pairs with their official or
+re-split splits, and the Roman-Urdu story pairs with per-annotator ratings."""
 
 from __future__ import annotations
 

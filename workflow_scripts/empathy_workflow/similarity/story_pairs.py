@@ -1,4 +1,5 @@
-"""TODO docstring (from similarity: Empathic similarity models (Manzoor et al. 2024): given two personal narratives, predict how much)"""
+"""Story pairs as the similarity methods read them: the text each method sees, the seeded test
+subset, the split note, and scores against single annotators."""
 
 from __future__ import annotations
 
