@@ -44,7 +44,7 @@ rule agreement_analysis:
     conda:
         "../envs/analysis.yaml"
     params:
-        settings=config["agreement"],
+        settings=agreement_settings("bootstrap", "confidence"),
         scale=lambda wildcards: agreement_scale(wildcards.dataset),
         seed=SEED,
         code=code_of("agreement_analysis.py"),
@@ -76,7 +76,7 @@ rule agreement_aggregate_scores:
     conda:
         "../envs/analysis.yaml"
     params:
-        settings=config["agreement"],
+        settings=agreement_settings("scale", "bootstrap", "confidence"),
         seed=SEED,
         code=code_of("agreement_aggregate_scores.py"),
     script:

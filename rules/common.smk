@@ -188,6 +188,11 @@ if "urdu_stories" in config["agreement"]["datasets"]:
     )
 
 
+def agreement_settings(*keys):
+    """The agreement keys a rule reads (a new dataset under agreement.datasets reruns no other)."""
+    return {key: config["agreement"][key] for key in keys}
+
+
 def agreement_ratings(wildcards):
     if wildcards.dataset == "urdu_stories":
         return "results/data/urdu_stories/ratings.csv"

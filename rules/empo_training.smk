@@ -57,7 +57,12 @@ rule empo_pairs:
     conda:
         "../envs/data.yaml"
     params:
-        settings=config["empo"]["pairs"],
+        # the subset cap reaches the pairs through the subset file (empo_conversations)
+        settings={
+            k: v
+            for k, v in config["empo"]["pairs"].items()
+            if k != "max_conversations"
+        },
         system_prompt=config["empo"]["system_prompts"]["preference"],
         seed=SEED,
         code=code_of("empo_pairs.py"),
