@@ -11,7 +11,7 @@ SCRIPTS = REPO / "workflow_scripts"
 # The library (workflow_scripts/empathy_workflow) is an installed package (`make setup`:
 # pip install -e .); jobs run in the same environment, or in a conda env / container that
 # installs it too (envs/*.post-deploy.sh read this variable; envs/empathy.def).
-os.environ["EMPATHY_WORKFLOW_REPO"] = str(REPO)
+os.environ.update(EMPATHY_WORKFLOW_REPO=str(REPO))
 # One string-hash seed for every job: bert-score orders sentences through a set, so with Python's
 # per-process hash seed its batches, padding and float sums (1e-9) changed from run to run.
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -35,7 +35,7 @@ DOWNLOAD_CACHE = config["download_cache"]
 os.environ.update(offline_environment(DOWNLOAD_CACHE))
 
 # GPU rules declare `gpu` (sbatch --gpus on Slurm; with `--resources gpu=K` on a workstation, at
-# most K at once, each on its own GPU: empathy_workflow/gpu_slots.py). device: cpu asks for none.
+# most K at once, each on its own GPU: empathy_workflow/core/gpu_slots.py). device: cpu asks for none.
 GPU_PER_JOB = 0 if config["device"] == "cpu" else 1
 
 
@@ -92,7 +92,7 @@ def local_inputs(*paths):
 
 
 def code_of(script):
-    """The library code a rule script runs: a hash of the modules it imports, transitively
+    """The library code of a script: a hash of the modules it imports, transitively
     (core/code_version.py). A rule param, so an edit to a module reruns exactly the rules whose
     scripts reach it; Snakemake's own code trigger covers the script itself."""
     return library_fingerprint(SCRIPTS / script)
@@ -489,7 +489,7 @@ def refuse_gated_downloads_before_gpu_jobs(log):
     ]
     if not missing:
         return
-    from empathy_workflow import downloads
+    from empathy_workflow.core import downloads
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager()

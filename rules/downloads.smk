@@ -1,8 +1,8 @@
-# Every download of the workflow, in one place (empathy_workflow/downloads.py): hub models,
+# Every download of the workflow, in one place (empathy_workflow/core/downloads.py): hub models,
 # URL / hf: dataset sources and lm-eval's stock task data go into the cache named by the config
 # key download_cache. These rules are localrules: on a cluster they run on the submit host (which
 # has network); every other job runs with the hub's offline switches on (rules/common.smk).
-# The three download rules share empathy_workflow/downloads.py (hub snapshots, datasets, lm-eval task
+# The three download rules share empathy_workflow/core/downloads.py (hub snapshots, datasets, lm-eval task
 # data): they run in the evaluation env, which holds huggingface_hub, datasets and lm-eval alike.
 
 

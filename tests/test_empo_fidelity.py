@@ -130,7 +130,8 @@ def test_each_stage_builds_its_prompts_with_its_system_message(tmp_path):
 
     path = tmp_path / "test.jsonl"
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    prompts = load_test_prompts(path, GENERATION_SYSTEM, max_examples=3)
+    prompts = load_test_prompts(path, GENERATION_SYSTEM, dialogues.conversation_subset(records, 3, 0, "pairs:test"))
+    assert len(prompts) == 3
     assert all(example["prompt"][0]["content"] == GENERATION_SYSTEM for example in prompts)
 
 
@@ -241,7 +242,9 @@ def continued(prepared_models, tmp_path_factory):
                        checkpoints=str(work / "ck_sft"))
     mapping = emotions.read_mapping(emotions.named_mapping_path("plutchik"))
     pairs, _ = preference_pairs.build_pairs(ed_splits()["train"], mapping, rejected_per_prompt=3, seed=0,
-                                      system_prompt=DPO_SYSTEM, max_conversations=2, split="train")
+                                      system_prompt=DPO_SYSTEM, split="train",
+                                            prompt_ids=dialogues.conversation_subset(
+                                                ed_splits()["train"], 2, 0, "pairs:train")["conv_ids"])
     tokenizer = hf.load_tokenizer(policy)
     model = training.load_sft_for_preference(policy, work / "sft", DPO_SETTINGS)
     model.config.pad_token_id = tokenizer.pad_token_id

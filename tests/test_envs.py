@@ -137,7 +137,7 @@ def test_post_deploy_installs_the_workflow_library(tmp_path):
     line = 'python -m pip install --no-deps -e "${EMPATHY_WORKFLOW_REPO:?'
     for env in GROUPS:
         assert line in (ENVS / f"{env}.post-deploy.sh").read_text(), env
-    assert 'os.environ["EMPATHY_WORKFLOW_REPO"] = str(REPO)' in (REPO / "rules" / "common.smk").read_text()
+    assert 'os.environ.update(EMPATHY_WORKFLOW_REPO=str(REPO))' in (REPO / "rules" / "common.smk").read_text()
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     env = dict(os.environ, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", EMPATHY_WORKFLOW_REPO=str(REPO))

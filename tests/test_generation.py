@@ -80,8 +80,10 @@ def test_left_padding_during_generation(policy, monkeypatch):
 
 
 def test_records_in_input_order(policy, prepared_models, test_file, tmp_path):
-    settings = dict(GREEDY, max_examples=5, max_new_tokens=6)
-    records = generation.run(test_file, prepared_models / "policy", None, settings, None, seed=42)
+    settings = dict(GREEDY, max_new_tokens=6)
+    # the generation subset file (rule empo_conversations): 5 conversations, the test pairs' salt
+    subset = dialogues.conversation_subset(dialogues.read_dialogues(test_file), 5, 42, "pairs:test")
+    records = generation.run(test_file, prepared_models / "policy", None, settings, None, seed=42, subset=subset)
     assert len(records) == 5
     conversations = {record["conv_id"]: record for record in ed_conversations()}
     order = [conversations[record["conv_id"]] for record in records]

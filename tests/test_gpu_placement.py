@@ -4,7 +4,7 @@
   device: cpu hides every GPU from the job.
 - On a K-GPU workstation, `snakemake --cores N --resources gpu=K` runs at most K GPU jobs at once
   and each sees only its own GPU: tested with K=2 stand-in slots (EMPATHY_GPU_SLOTS), with
-  Snakemake's real scheduler and the real lock-file pool (empathy_workflow/gpu_slots.py).
+  Snakemake's real scheduler and the real lock-file pool (empathy_workflow/core/gpu_slots.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ rule gpu_job:
 
 SLOT_SCRIPT = """
 import json, os, time
-from empathy_workflow import runtime
+from empathy_workflow.core import runtime
 runtime.start(snakemake)
 start = time.time()
 time.sleep(1.5)
@@ -66,7 +66,7 @@ def test_a_claim_waits_for_a_free_slot_and_releases_on_exit(tmp_path):
     """Without --resources the pool still never puts two jobs on one GPU: the third waits."""
     claim = textwrap.dedent(f"""
         import os, sys, time
-        from empathy_workflow import gpu_slots
+        from empathy_workflow.core import gpu_slots
         start = time.time()
         gpu_slots.claim(1, lock_dir={str(tmp_path / 'locks')!r}, poll_s=0.1)
         print(os.environ["CUDA_VISIBLE_DEVICES"], round(time.time() - start, 2), flush=True)

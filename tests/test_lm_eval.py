@@ -155,7 +155,8 @@ def make_adapters(policy: Path, tmp_path: Path) -> tuple[Path, Path]:
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from empathy_workflow.core.hf import load_base_model, save_adapter
+    from empathy_workflow.core.hf import load_base_model
+    from empathy_workflow.empo.training import save_adapter
 
     torch.manual_seed(0)
     lora = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,

@@ -216,7 +216,8 @@ def test_pairs_built_across_splits_are_refused(splits):
 def test_same_seed_same_bytes_other_seed_other_pairs(splits, tmp_path):
     def digest(seed, name):
         pairs, stats = preference_pairs.build_pairs(splits["train"], PLUTCHIK, rejected_per_prompt=3, seed=seed,
-                                              max_conversations=240, split="train")
+                                              split="train", prompt_ids=dialogues.conversation_subset(
+                                                  splits["train"], 240, seed, "pairs:train")["conv_ids"])
         io.write_jsonl(tmp_path / f"{name}.jsonl", pairs)
         io.write_json(tmp_path / f"{name}.json", stats)
         return (hashlib.sha256((tmp_path / f"{name}.jsonl").read_bytes()).hexdigest(),

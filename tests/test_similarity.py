@@ -253,7 +253,7 @@ def test_llm_training_resumes_only_its_remaining_steps(tiny_llm, tables, tmp_pat
     assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1"]
     assert not (tmp_path / "resumed").exists()
     monkeypatch.delenv(trainer_setup.STOP_AFTER_STEP)
-    caplog.set_level("INFO", logger="empathy_workflow.training")
+    caplog.set_level("INFO", logger="empathy_workflow.core.trainer_setup")
     caplog.clear()
     resumed = llm.train_llm(tiny_llm, train, settings, 7, tmp_path / "resumed", checkpoints)
     assert (resumed["started_at_step"], resumed["steps_run"], resumed["steps"]) == (1, [2, 3], 3)
@@ -279,7 +279,7 @@ def test_llm_training_with_other_settings_starts_afresh(tiny_llm, tables, tmp_pa
         llm.train_llm(tiny_llm, train, settings, 7, tmp_path / "adapter", checkpoints)
     assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     monkeypatch.setenv(trainer_setup.STOP_AFTER_STEP, "1")
-    caplog.set_level("INFO", logger="empathy_workflow.training")
+    caplog.set_level("INFO", logger="empathy_workflow.core.trainer_setup")
     with pytest.raises(trainer_setup.StoppedAtStepBudget):
         llm.train_llm(tiny_llm, train, {**settings, "learning_rate": 5e-4}, 7, tmp_path / "adapter",
                              checkpoints)

@@ -136,7 +136,9 @@ def trained(tmp_path_factory, prepared_models):
         result[f"{run}_adapter_after_stop"] = (workdir / "results/empo/models" / run / "adapter_config.json").exists()
         snakemake(workdir, "--cores", "2", *targets, configfiles=configs)
         result["log"][run] = (logs / LOG[run]).read_text()
-    snakemake(workdir, "--cores", "2", "results/empo/models/ipo", configfiles=configs)
+    # the runs' figures are drawn by their own rule from the curves
+    snakemake(workdir, "--cores", "2", "results/empo/models/ipo", "results/empo/curves/dpo.png",
+              "results/empo/curves/ipo.png", configfiles=configs)
     return result
 
 
@@ -239,7 +241,8 @@ def test_preference_loss_type_reaches_the_trainer(policy, tokenizer, tmp_path):
 
     records = ed_conversations()
     pairs, _ = preference_pairs.build_pairs(records, emotions.read_mapping(emotions.named_mapping_path("plutchik")),
-                                      rejected_per_prompt=1, seed=0, max_conversations=2)
+                                      rejected_per_prompt=1, seed=0,
+                                            prompt_ids=dialogues.conversation_subset(records, 2, 0, "pairs:")["conv_ids"])
     examples = training.preference_examples(pairs[:2], tokenizer, 160)
     losses = {}
     for loss_type, beta in (("sigmoid", 0.1), ("ipo", 0.1), ("ipo", 0.5)):
