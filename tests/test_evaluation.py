@@ -188,6 +188,17 @@ def test_read_epitome_pairs(epitome_pairs):
         assert (whole - held).abs().max() < 0.03
 
 
+def test_scored_held_out_is_a_seeded_subset_or_all():
+    held = np.arange(100, 700, 2)
+    assert (evaluation.scored_held_out(held, {"max_held_out_examples": None}, 7) == held).all()
+    assert (evaluation.scored_held_out(held, {}, 7) == held).all()
+    assert (evaluation.scored_held_out(held, {"max_held_out_examples": 500}, 7) == held).all()
+    capped = evaluation.scored_held_out(held, {"max_held_out_examples": 32}, 7)
+    assert len(capped) == 32 and len(set(capped)) == 32 and set(capped) <= set(held)
+    assert (np.diff(capped) > 0).all()  # in file order
+    assert (evaluation.scored_held_out(held, {"max_held_out_examples": 32}, 7) == capped).all()
+
+
 def test_classification_scores_by_hand():
     scores = evaluation.classification_scores([0, 0, 0, 1, 2], [0, 0, 1, 1, 0])
     assert scores["accuracy"] == pytest.approx(3 / 5)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import epitome_biencoder, epitome_features
-from .evaluation import LEVELS, MECHANISMS, classification_scores, epitome_split, predict_levels
+from .evaluation import LEVELS, MECHANISMS, classification_scores, epitome_split, predict_levels, scored_held_out
 from .io import InputError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ def train_features_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, o
     """Fit the frozen-features classifier on the training part of the seeded split, save it to
     `output_dir`, score every mechanism on the held-out part. Returns {mechanism: metrics}."""
     train_index, test_index = epitome_split(pairs, settings["held_out"], seed)
+    test_index = scored_held_out(test_index, settings, seed)
     limit = settings.get("max_train_examples")
     if limit and len(train_index) > limit:
         train_index = np.sort(np.random.default_rng(seed).choice(train_index, size=int(limit), replace=False))
@@ -59,6 +60,7 @@ def train_biencoder_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, 
     training part of the seeded split, saved with the original parameter names, scored on the
     held-out part."""
     train_index, test_index = epitome_split(pairs, settings["held_out"], seed)
+    test_index = scored_held_out(test_index, settings, seed)
     limit = settings.get("max_train_examples")
     if limit and len(train_index) > limit:
         train_index = np.sort(np.random.default_rng(seed).choice(train_index, size=int(limit), replace=False))

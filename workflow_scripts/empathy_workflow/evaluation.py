@@ -319,6 +319,17 @@ def epitome_split(pairs: pd.DataFrame, held_out: float, seed: int) -> tuple[np.n
     return np.sort(train), np.sort(test)
 
 
+def scored_held_out(test_index: np.ndarray, settings: Mapping, seed: int) -> np.ndarray:
+    """The held-out pairs that are scored: all of them, or a seeded subsample of
+    `max_held_out_examples` (a size cap, e.g. for the CPU rehearsal; null: all). Trained and
+    given classifiers get the same subsample."""
+    limit = settings.get("max_held_out_examples")
+    if limit and len(test_index) > limit:
+        rng = np.random.default_rng([seed, 1])
+        return np.sort(rng.choice(test_index, size=int(limit), replace=False))
+    return test_index
+
+
 def classification_scores(gold: Sequence[int], predicted: Sequence[int]) -> dict:
     """Accuracy and macro F1 of predicted levels, with the majority-class baseline beside them."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
@@ -436,6 +447,7 @@ def train_epitome_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, ou
 
     set_seed(seed)
     train_index, test_index = epitome_split(pairs, settings["held_out"], seed)
+    test_index = scored_held_out(test_index, settings, seed)
     limit = settings.get("max_train_examples")
     if limit and len(train_index) > limit:
         # A seeded subsample keeps CPU training within the stage's time budget.
@@ -505,7 +517,7 @@ def evaluate_given_classifier(pairs: pd.DataFrame, mechanism: str, folder: str |
                               seed: int, device: str = "cpu") -> dict:
     """Given weights for one mechanism, scored on the same held-out part a trained model gets."""
     _, test_index = epitome_split(pairs, settings["held_out"], seed)
-    held = pairs.iloc[test_index]
+    held = pairs.iloc[scored_held_out(test_index, settings, seed)]
     levels = predict_levels({m: folder for m in MECHANISMS},
                             held["seeker_post"].tolist(), held["response_post"].tolist(),
                             int(settings["max_length"]), int(settings["batch_size"]), device)[mechanism]
