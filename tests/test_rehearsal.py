@@ -8,9 +8,10 @@ their download rule with a message naming the task and its need, and only the jo
 them do not run.
 
 CI runs both rehearsals (`make test`; EMPATHY_SKIP_REHEARSAL=1 skips them for a quick local run).
-Cost, 2026-12-07, at nice 10 on 2 cores shared with other jobs (1-minute load average about 4.3):
-399 s wall for the similarity rehearsal and 444 s for the EmPO one, 842 CPU s for the module in
-all, so about 7 minutes on 2 idle cores (README, "Rehearsal on a CPU").
+Cost, 2026-12-07, at nice 10 on 2 cores: 198 s wall for the similarity rehearsal (1-minute load
+average about 2.2, its own two jobs) and 429 s for the EmPO one (load about 3.8, other jobs beside
+it), 802 CPU s for the module in all: about 7 minutes for both on 2 idle cores (README, "Rehearsal
+on a CPU").
 """
 
 from __future__ import annotations
