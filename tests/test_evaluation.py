@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import chance
-from conftest import REPO, RESOURCES, snakemake
+from conftest import RESOURCES, snakemake
 from empathy_workflow.core import stats
 from empathy_workflow.empo import bertscore, dialogues, epitome, epitome_data, evaluation, lexicons, significance, text_metrics
 from empathy_workflow.core.io import InputError, write_jsonl
@@ -187,6 +186,17 @@ def test_read_epitome_pairs(epitome_pairs):
         whole = epitome_pairs[f"level_{m}"].value_counts(normalize=True)
         held = epitome_pairs.iloc[test][f"level_{m}"].value_counts(normalize=True)
         assert (whole - held).abs().max() < 0.03
+
+
+def test_scored_held_out_is_a_seeded_subset_or_all():
+    held = np.arange(100, 700, 2)
+    assert (epitome_data.scored_held_out(held, {"max_held_out_examples": None}, 7) == held).all()
+    assert (epitome_data.scored_held_out(held, {}, 7) == held).all()
+    assert (epitome_data.scored_held_out(held, {"max_held_out_examples": 500}, 7) == held).all()
+    capped = epitome_data.scored_held_out(held, {"max_held_out_examples": 32}, 7)
+    assert len(capped) == 32 and len(set(capped)) == 32 and set(capped) <= set(held)
+    assert (np.diff(capped) > 0).all()  # in file order
+    assert (epitome_data.scored_held_out(held, {"max_held_out_examples": 32}, 7) == capped).all()
 
 
 def test_classification_scores_by_hand():

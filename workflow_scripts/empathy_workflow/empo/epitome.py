@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from empathy_workflow.core.io import InputError, atomic_dir
-from empathy_workflow.empo.epitome_data import LEVELS, MECHANISMS, epitome_split
+from empathy_workflow.empo.epitome_data import LEVELS, MECHANISMS, epitome_split, scored_held_out
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ def train_epitome_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, ou
 
     set_seed(seed)
     train_index, test_index = epitome_split(pairs, settings["held_out"], seed)
+    test_index = scored_held_out(test_index, settings, seed)
     limit = settings.get("max_train_examples")
     if limit and len(train_index) > limit:
         # A seeded subsample keeps CPU training within the stage's time budget.
@@ -232,7 +233,7 @@ def evaluate_given_classifier(pairs: pd.DataFrame, mechanism: str, folder: str |
                               seed: int, device: str = "cpu") -> dict:
     """Given weights for one mechanism, scored on the same held-out part a trained model gets."""
     _, test_index = epitome_split(pairs, settings["held_out"], seed)
-    held = pairs.iloc[test_index]
+    held = pairs.iloc[scored_held_out(test_index, settings, seed)]
     levels = predict_levels({m: folder for m in MECHANISMS},
                             held["seeker_post"].tolist(), held["response_post"].tolist(),
                             int(settings["max_length"]), int(settings["batch_size"]), device)[mechanism]

@@ -107,3 +107,14 @@ def epitome_split(pairs: pd.DataFrame, held_out: float, seed: int) -> tuple[np.n
     stratify = combo if (strata >= 2).all() and n_test >= len(strata) and len(pairs) - n_test >= len(strata) else None
     train, test = train_test_split(index, test_size=held_out, random_state=seed, stratify=stratify)
     return np.sort(train), np.sort(test)
+
+
+def scored_held_out(test_index: np.ndarray, settings: Mapping, seed: int) -> np.ndarray:
+    """The held-out pairs that are scored: all of them, or a seeded subsample of
+    `max_held_out_examples` (a size cap, e.g. for the CPU rehearsal; null: all). Trained and
+    given classifiers get the same subsample."""
+    limit = settings.get("max_held_out_examples")
+    if limit and len(test_index) > limit:
+        rng = np.random.default_rng([seed, 1])
+        return np.sort(rng.choice(test_index, size=int(limit), replace=False))
+    return test_index

@@ -17,7 +17,7 @@ import pandas as pd
 from empathy_workflow.core.io import InputError
 from empathy_workflow.empo import epitome_biencoder, epitome_features
 from empathy_workflow.empo.epitome import level_scores, predict_levels
-from empathy_workflow.empo.epitome_data import LEVELS, MECHANISMS, epitome_split
+from empathy_workflow.empo.epitome_data import LEVELS, MECHANISMS, epitome_split, scored_held_out
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ def train_features_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, o
     """Fit the frozen-features classifier on the training part of the seeded split, save it to
     `output_dir`, score every mechanism on the held-out part. Returns {mechanism: metrics}."""
     train_index, test_index = epitome_split(pairs, settings["held_out"], seed)
+    test_index = scored_held_out(test_index, settings, seed)
     limit = settings.get("max_train_examples")
     if limit and len(train_index) > limit:
         train_index = np.sort(np.random.default_rng(seed).choice(train_index, size=int(limit), replace=False))
@@ -61,6 +62,7 @@ def train_biencoder_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, 
     training part of the seeded split, saved with the original parameter names, scored on the
     held-out part."""
     train_index, test_index = epitome_split(pairs, settings["held_out"], seed)
+    test_index = scored_held_out(test_index, settings, seed)
     limit = settings.get("max_train_examples")
     if limit and len(train_index) > limit:
         train_index = np.sort(np.random.default_rng(seed).choice(train_index, size=int(limit), replace=False))
