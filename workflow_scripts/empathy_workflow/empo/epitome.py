@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from empathy_workflow.core.io import InputError, atomic_dir
-from empathy_workflow.empo.epitome_data import LEVELS, MECHANISMS, epitome_split, scored_held_out
+from empathy_workflow.empo.epitome_data import LEVELS, MECHANISMS, epitome_split, scored_held_out, trained_and_scored
 
 logger = logging.getLogger(__name__)
 
@@ -162,12 +162,7 @@ def train_epitome_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, ou
     )
 
     set_seed(seed)
-    train_index, test_index = epitome_split(pairs, settings["held_out"], seed)
-    test_index = scored_held_out(test_index, settings, seed)
-    limit = settings.get("max_train_examples")
-    if limit and len(train_index) > limit:
-        # A seeded subsample keeps CPU training within the stage's time budget.
-        train_index = np.sort(np.random.default_rng(seed).choice(train_index, size=int(limit), replace=False))
+    train_index, test_index = trained_and_scored(pairs, settings, seed)
     train = pairs.iloc[train_index]
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     labels = {f"{m}_level_{level}": 3 * i + level for i, m in enumerate(MECHANISMS) for level in LEVELS}

@@ -118,3 +118,16 @@ def scored_held_out(test_index: np.ndarray, settings: Mapping, seed: int) -> np.
         rng = np.random.default_rng([seed, 1])
         return np.sort(rng.choice(test_index, size=int(limit), replace=False))
     return test_index
+
+
+def trained_and_scored(pairs: pd.DataFrame, settings: Mapping, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices, scored held-out indices) of the seeded split: at most
+    `max_train_examples` of the training part (a seeded subsample keeps CPU training within the
+    stage's time budget) and `scored_held_out` of the held-out part. Every trained classifier
+    uses these."""
+    train_index, test_index = epitome_split(pairs, settings["held_out"], seed)
+    limit = settings.get("max_train_examples")
+    if limit and len(train_index) > limit:
+        train_index = np.sort(np.random.default_rng(seed).choice(train_index, size=int(limit), replace=False))
+    return train_index, scored_held_out(test_index, settings, seed)
+

@@ -17,7 +17,7 @@ import pandas as pd
 from empathy_workflow.core.io import InputError
 from empathy_workflow.empo import epitome_biencoder, epitome_features
 from empathy_workflow.empo.epitome import level_scores, predict_levels
-from empathy_workflow.empo.epitome_data import LEVELS, MECHANISMS, epitome_split, scored_held_out
+from empathy_workflow.empo.epitome_data import LEVELS, MECHANISMS, trained_and_scored
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +31,7 @@ def train_features_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, o
                               settings: Mapping, seed: int, device: str) -> dict[str, dict]:
     """Fit the frozen-features classifier on the training part of the seeded split, save it to
     `output_dir`, score every mechanism on the held-out part. Returns {mechanism: metrics}."""
-    train_index, test_index = epitome_split(pairs, settings["held_out"], seed)
-    test_index = scored_held_out(test_index, settings, seed)
-    limit = settings.get("max_train_examples")
-    if limit and len(train_index) > limit:
-        train_index = np.sort(np.random.default_rng(seed).choice(train_index, size=int(limit), replace=False))
+    train_index, test_index = trained_and_scored(pairs, settings, seed)
     train, held = pairs.iloc[train_index], pairs.iloc[test_index]
     started = time.process_time()
     facts = epitome_features.train(train["seeker_post"].tolist(), train["response_post"].tolist(),
@@ -61,11 +57,7 @@ def train_biencoder_classifier(pairs: pd.DataFrame, encoder: str | os.PathLike, 
     """The paper's setup: one bi-encoder per mechanism (level + rationale tasks), trained on the
     training part of the seeded split, saved with the original parameter names, scored on the
     held-out part."""
-    train_index, test_index = epitome_split(pairs, settings["held_out"], seed)
-    test_index = scored_held_out(test_index, settings, seed)
-    limit = settings.get("max_train_examples")
-    if limit and len(train_index) > limit:
-        train_index = np.sort(np.random.default_rng(seed).choice(train_index, size=int(limit), replace=False))
+    train_index, test_index = trained_and_scored(pairs, settings, seed)
     train, held = pairs.iloc[train_index], pairs.iloc[test_index]
     options = {**settings, **settings.get("biencoder", {})}
     models, losses, tokenizer = {}, {}, None
