@@ -6,6 +6,7 @@ to a module rerun exactly the rules whose scripts reach it, and nobody keeps lis
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -23,14 +24,13 @@ def _module_file(package_dir: Path, parts: list[str]) -> Path | None:
     return None
 
 
-def library_imports(path: Path, package_dir: Path) -> set[Path]:
+@functools.lru_cache(maxsize=None)
+def library_imports(path: Path, package_dir: Path) -> frozenset[Path]:
     """Library files `path` imports directly: modules, the names' own modules when a name is a
-    submodule, and the __init__ of every package on the way."""
-    if path.is_relative_to(package_dir):
-        rel = path.relative_to(package_dir).with_suffix("").parts
-        here = list(rel[:-1]) if path.name != "__init__.py" else list(rel[:-1])
-    else:
-        here = []
+    submodule, and the __init__ of every package on the way. Cached: the Snakefile fingerprints
+    every rule's script at start-up, and the scripts share most modules."""
+    # the package a relative import starts from (for a package's __init__, the package itself)
+    here = list(path.relative_to(package_dir).parts[:-1]) if path.is_relative_to(package_dir) else []
     found: set[Path] = set()
 
     def add(parts: list[str]) -> None:
@@ -57,7 +57,7 @@ def library_imports(path: Path, package_dir: Path) -> set[Path]:
                 parts = alias.name.split(".")
                 if parts[0] == PACKAGE:
                     add(parts[1:])
-    return found
+    return frozenset(found)
 
 
 def import_closure(script: str | os.PathLike, package_dir: str | os.PathLike | None = None) -> list[Path]:
